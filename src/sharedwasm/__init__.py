@@ -1,0 +1,41 @@
+"""Run one WebAssembly kernel on a pool of threads over one shared linear memory."""
+
+from . import atomics as atomics
+from ._errors import BrokenPoolError as BrokenPoolError
+from ._errors import KernelError as KernelError
+from ._errors import KernelTrap as KernelTrap
+from ._errors import LayoutError as LayoutError
+from ._errors import PoolClosedError as PoolClosedError
+from ._errors import RunTimeout as RunTimeout
+from ._errors import SharedWasmError as SharedWasmError
+from ._errors import SharedWasmInternalError as SharedWasmInternalError
+from ._kernel import Kernel as Kernel
+from ._layout import Layout as Layout
+from ._layout import Status as Status
+from ._memory import Memory as Memory
+from ._pool import RunResult as RunResult
+from ._pool import WorkerDone as WorkerDone
+from ._pool import WorkerPool as WorkerPool
+from ._version import __version__ as __version__
+from ._wasmtime import PAGE_SIZE as PAGE_SIZE
+
+__all__ = [
+    "PAGE_SIZE",
+    "BrokenPoolError",
+    "Kernel",
+    "KernelError",
+    "KernelTrap",
+    "Layout",
+    "LayoutError",
+    "Memory",
+    "PoolClosedError",
+    "RunResult",
+    "RunTimeout",
+    "SharedWasmError",
+    "SharedWasmInternalError",
+    "Status",
+    "WorkerDone",
+    "WorkerPool",
+    "__version__",
+    "atomics",
+]

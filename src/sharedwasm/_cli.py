@@ -1,0 +1,119 @@
+"""The `sharedwasm` command line: `demo` and `info`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _builtin
+from ._memory import Memory
+from ._pool import WorkerPool, default_workers
+from ._version import __version__
+from ._wasmtime import PAGE_SIZE
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sharedwasm",
+        description="Run one WebAssembly kernel on a pool of threads over one shared memory.",
+    )
+    parser.add_argument("--version", action="version", version=f"sharedwasm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser(
+        "demo",
+        help="fill a shared memory with pi, run a kernel on every CPU, check it against numpy",
+    )
+    demo.add_argument("--workers", type=_positive, default=None, help="default: one per CPU")
+    demo.add_argument("--pages", type=_positive, default=128, help="initial pages (64 KiB each)")
+    demo.add_argument("--maximum", type=_positive, default=512, help="maximum pages")
+    demo.add_argument(
+        "--elements", type=int, default=None, help="float32 elements to process (default: all)"
+    )
+    sub.add_parser("info", help="print versions and the CPU count")
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    if args.pages > args.maximum:
+        print(f"sharedwasm demo: --pages ({args.pages}) must be <= --maximum ({args.maximum})",
+              file=sys.stderr)
+        return 2
+    t_start = time.perf_counter()
+    memory = Memory(args.pages, args.maximum, shared=True)
+    print(
+        f"memory  {memory.pages} pages ({memory.byte_length / 2**20:.0f} MiB), maximum "
+        f"{memory.maximum} pages ({memory.maximum * PAGE_SIZE / 2**20:.0f} MiB), shared"
+    )
+    kernel = _builtin.map_f32_kernel()
+    print(f"kernel  {kernel.name}: x = x*x*0.25 + sqrt(x), compiled once")
+    workers = args.workers or default_workers()
+    with WorkerPool(kernel, memory, workers) as pool:
+        lay = pool.layout
+        print(
+            f"pool    {pool.workers} workers READY; status board [{lay.status_offset}, "
+            f"{lay.status_end}), control [{lay.control_offset}, {lay.control_end}), "
+            f"data from {pool.data_offset}"
+        )
+        data = pool.data(np.float32)
+        elements = len(data) if args.elements is None else args.elements
+        if not 0 <= elements <= len(data):
+            print(f"sharedwasm demo: --elements must be in [0, {len(data)}] (got {elements})",
+                  file=sys.stderr)
+            return 2
+        data.fill(0.0)
+        data[:elements] = math.pi
+        expected = _builtin.map_f32_reference(data[:elements])
+        print(f"input   {elements} float32 elements filled with pi by the main thread")
+        result = pool.run("batch-1", elements=elements)
+        print(f"run     {result.run_id}")
+        for d in result.done:
+            print(
+                f"  DONE  worker {d.worker_index}  [{d.start}, {d.end})  "
+                f"{d.end - d.start} elements  {d.elapsed * 1e3:.3f} ms"
+            )
+        print(f"status  {pool.status.tolist()}")
+        output = pool.data(np.float32)
+        good = int(np.count_nonzero(output[:elements] == expected))
+        untouched = bool(np.all(output[elements:] == 0.0))
+        ok = good == elements and untouched
+        print(
+            f"check   {good}/{elements} elements equal numpy"
+            + ("" if untouched else "; elements past the range were modified")
+            + ("" if ok else "  FAILED")
+        )
+        print(f"elapsed {result.elapsed * 1e3:.3f} ms run, {(time.perf_counter() - t_start) * 1e3:.1f} ms total")
+    return 0 if ok else 1
+
+
+def _info() -> int:
+    import importlib.metadata
+
+    print(f"sharedwasm {__version__}")
+    print(f"wasmtime   {importlib.metadata.version("wasmtime")}")
+    print(f"numpy      {np.__version__}")
+    print(f"python     {platform.python_version()} ({platform.python_implementation()})")
+    print(f"platform   {platform.platform()}")
+    print(f"cpus       {default_workers()} usable of {os.cpu_count()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
+    return _info()

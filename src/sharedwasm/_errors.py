@@ -1,0 +1,81 @@
+"""The exception hierarchy of sharedwasm.
+
+Every error the library raises on purpose derives from `SharedWasmError`, and
+also from the builtin exception that fits, so code that already catches
+`ValueError` or `TimeoutError` keeps working::
+
+    SharedWasmError(Exception)
+     ├─ KernelError(ValueError)        the module breaks the kernel ABI or is not wasm
+     ├─ LayoutError(ValueError)        regions overlap, or an offset/size is out of bounds or misaligned
+     ├─ KernelTrap(RuntimeError)       a partition trapped; .worker_index .start .end .trap
+     ├─ RunTimeout(TimeoutError)       a run did not finish within its timeout
+     ├─ PoolClosedError(RuntimeError)  the pool was closed by its owner
+     └─ BrokenPoolError(RuntimeError)  the pool cannot be used after a failure
+    SharedWasmInternalError(Exception) a bug in sharedwasm; please report it
+
+Plain argument mistakes (a negative page count, a float where an int is
+needed) raise the builtin `TypeError`/`ValueError`/`IndexError` directly, the
+way the standard library does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class SharedWasmError(Exception):
+    """Base class of the errors sharedwasm raises on purpose."""
+
+
+class KernelError(SharedWasmError, ValueError):
+    """A module cannot be used as a kernel: not wasm, or it breaks the kernel ABI."""
+
+
+class LayoutError(SharedWasmError, ValueError):
+    """A region of the shared memory is misplaced, misaligned or overlaps another."""
+
+
+class KernelTrap(SharedWasmError, RuntimeError):
+    """A worker's partition trapped.
+
+    Attributes:
+        worker_index: the worker whose call trapped.
+        start: first element of that worker's partition.
+        end: one past the last element of that worker's partition.
+        trap: wasmtime's trap message.
+        traps: every trap of the run, this one first, when several workers trapped.
+    """
+
+    def __init__(
+        self,
+        worker_index: int,
+        start: int,
+        end: int,
+        trap: str,
+        traps: Sequence[KernelTrap] = (),
+    ) -> None:
+        first_line = trap.strip().splitlines()[-1] if trap.strip() else trap
+        super().__init__(
+            f"worker {worker_index} trapped in compute_partition({start}, {end}): {first_line}"
+        )
+        self.worker_index = worker_index
+        self.start = start
+        self.end = end
+        self.trap = trap
+        self.traps: tuple[KernelTrap, ...] = (self, *traps)
+
+
+class RunTimeout(SharedWasmError, TimeoutError):
+    """A run did not finish within its timeout."""
+
+
+class PoolClosedError(SharedWasmError, RuntimeError):
+    """The pool was closed by its owner and cannot run anything more."""
+
+
+class BrokenPoolError(SharedWasmError, RuntimeError):
+    """The pool failed in a way that leaves it unusable."""
+
+
+class SharedWasmInternalError(Exception):
+    """An invariant of sharedwasm itself was broken: this is a bug, please report it."""

@@ -1,0 +1,203 @@
+"""`Kernel`: a WebAssembly module compiled once and checked against the kernel ABI.
+
+The ABI:
+
+* imports its memory as `env.memory`, a shared 32-bit memory with a maximum;
+* may import immutable i32 globals `env.data_offset`, `env.worker_index` and
+  `env.total_workers`, which the pool provides per worker, so no kernel
+  hard-codes the layout or the worker count;
+* imports nothing else;
+* exports `compute_partition(start: i32, end: i32) -> ()`, called with a
+  half-open range of element indices.
+
+Compilation happens once, here; every worker instantiates the same compiled
+module in its own store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import wasmtime
+
+from . import _wasmtime
+from ._errors import KernelError
+
+ENTRY_POINT = "compute_partition"
+PROVIDED_GLOBALS = ("data_offset", "worker_index", "total_workers")
+_WASM_MAGIC = b"\0asm"
+
+
+def _describe(ty: object) -> str:
+    if isinstance(ty, wasmtime.FuncType):
+        params = ", ".join(str(p) for p in ty.params)
+        results = ", ".join(str(r) for r in ty.results)
+        return f"function ({params}) -> ({results})"
+    if isinstance(ty, wasmtime.GlobalType):
+        return f"{'mutable' if ty.mutable else 'immutable'} {ty.content} global"
+    if isinstance(ty, wasmtime.MemoryType):
+        shared = "shared " if ty.is_shared else ""
+        return f"{shared}memory"
+    if isinstance(ty, wasmtime.TableType):
+        return "table"
+    return type(ty).__name__
+
+
+class Kernel:
+    """A compiled, ABI-checked kernel module. Immutable and safe to share between pools.
+
+    Build one with `from_file`, `from_bytes` or `from_wat`.
+    """
+
+    def __init__(self, module: wasmtime.Module, *, name: str = "kernel") -> None:
+        self._module = module
+        self.name = name
+        self.memory_minimum, self.memory_maximum = self._check_abi(module)
+        self.globals: tuple[str, ...] = tuple(
+            imp.name
+            for imp in module.imports
+            if imp.module == "env" and imp.name in PROVIDED_GLOBALS
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"<sharedwasm.Kernel {self.name!r} memory={self.memory_minimum}.."
+            f"{self.memory_maximum} pages globals={list(self.globals)}>"
+        )
+
+    @classmethod
+    def from_bytes(cls, wasm: bytes, *, name: str = "kernel") -> Kernel:
+        """Compile a kernel from WebAssembly binary bytes.
+
+        Raises:
+            TypeError: `wasm` is not bytes-like.
+            KernelError: the bytes are not valid WebAssembly or break the ABI.
+        """
+        if not isinstance(wasm, bytes | bytearray | memoryview):
+            raise TypeError(f"wasm must be bytes (got {type(wasm).__name__})")
+        data = bytes(wasm)
+        if not data.startswith(_WASM_MAGIC):
+            raise KernelError(
+                f"{name} is not WebAssembly: a module starts with b'\\0asm' (got {data[:4]!r})"
+            )
+        try:
+            module = wasmtime.Module(_wasmtime.engine(), data)
+        except wasmtime.WasmtimeError as exc:
+            raise KernelError(f"{name} is not valid WebAssembly: {_first_line(exc)}") from exc
+        return cls(module, name=name)
+
+    @classmethod
+    def from_wat(cls, text: str, *, name: str = "kernel") -> Kernel:
+        """Compile a kernel from WebAssembly text.
+
+        Raises:
+            TypeError: `text` is not a str.
+            KernelError: the text does not parse, or the module breaks the ABI.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str of WebAssembly text (got {type(text).__name__})")
+        try:
+            wasm = wasmtime.wat2wasm(text)
+        except wasmtime.WasmtimeError as exc:
+            raise KernelError(f"{name} is not valid WebAssembly text: {exc}") from exc
+        return cls.from_bytes(wasm, name=name)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Kernel:
+        """Compile a kernel from a `.wasm` binary or a `.wat` text file.
+
+        The format is taken from the content: a file that starts with the wasm
+        magic number is binary, anything else is parsed as text.
+
+        Raises:
+            OSError: the file cannot be read.
+            KernelError: the file is not a valid kernel.
+        """
+        p = Path(path)
+        data = p.read_bytes()
+        if data.startswith(_WASM_MAGIC):
+            return cls.from_bytes(data, name=p.name)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise KernelError(
+                f"{p.name} is neither a WebAssembly binary nor UTF-8 WebAssembly text"
+            ) from exc
+        return cls.from_wat(text, name=p.name)
+
+    @staticmethod
+    def _check_abi(module: wasmtime.Module) -> tuple[int, int]:
+        memory: tuple[int, int] | None = None
+        for imp in module.imports:
+            ty = imp.type
+            where = f"{imp.module}.{imp.name}"
+            if imp.module == "env" and imp.name == "memory":
+                if not isinstance(ty, wasmtime.MemoryType):
+                    raise KernelError(f"env.memory must be a memory import (got {_describe(ty)})")
+                if ty.is_64:
+                    raise KernelError("env.memory must be a 32-bit memory (got a memory64)")
+                if not ty.is_shared:
+                    raise KernelError(
+                        "env.memory must be declared shared so every worker can import it "
+                        "(got an unshared memory import)"
+                    )
+                maximum = ty.limits.max
+                assert maximum is not None  # validation requires it for shared memories
+                memory = (ty.limits.min, maximum)
+            elif imp.module == "env" and imp.name in PROVIDED_GLOBALS:
+                if not (
+                    isinstance(ty, wasmtime.GlobalType)
+                    and not ty.mutable
+                    and str(ty.content) == "i32"
+                ):
+                    raise KernelError(f"{where} must be an immutable i32 global (got {_describe(ty)})")
+            else:
+                raise KernelError(
+                    f"unknown import {where} ({_describe(ty)}): a kernel may import only "
+                    "env.memory, env.data_offset, env.worker_index and env.total_workers"
+                )
+        if memory is None:
+            if any(isinstance(e.type, wasmtime.MemoryType) for e in module.exports):
+                raise KernelError(
+                    "kernel must import its memory as env.memory (it defines its own memory)"
+                )
+            raise KernelError(
+                "kernel must import a shared memory as env.memory (it imports no memory)"
+            )
+        entry = next((e for e in module.exports if e.name == ENTRY_POINT), None)
+        if entry is None:
+            raise KernelError(
+                f"kernel must export {ENTRY_POINT}(start: i32, end: i32) (it has no such export)"
+            )
+        ty = entry.type
+        if not (
+            isinstance(ty, wasmtime.FuncType)
+            and [str(p) for p in ty.params] == ["i32", "i32"]
+            and not ty.results
+        ):
+            raise KernelError(
+                f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {_describe(ty)})"
+            )
+        return memory
+
+    def _imports(self, store: wasmtime.Store, memory: object, values: dict[str, int]) -> list[object]:
+        """Build this module's import list, in its declared order, for one worker."""
+        externs: list[object] = []
+        for imp in self._module.imports:
+            if imp.name == "memory":
+                externs.append(memory)
+            else:
+                ty = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
+                value = values[imp.name]
+                # i32 globals are signed; offsets above 2 GiB travel as their bit pattern.
+                externs.append(
+                    wasmtime.Global(store, ty, wasmtime.Val.i32(value - (1 << 32) if value >= 1 << 31 else value))
+                )
+        return externs
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text

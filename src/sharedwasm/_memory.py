@@ -1,0 +1,223 @@
+"""`Memory`: one shared WebAssembly linear memory, seen from Python as numpy views.
+
+A `Memory` owns a wasmtime shared memory. wasmtime reserves the address range
+for `maximum` pages up front and never moves the base, so a numpy view stays
+valid for the life of the memory; after a grow it simply keeps the length it
+was made with, and a fresh view sees the new size.
+
+Every view holds a strong reference to its `Memory`, so the mapping cannot be
+unmapped under a live array. Live memories are also registered by address
+range, which is how `sharedwasm.atomics` tells a view of a shared memory from
+any other array.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import wasmtime
+
+from . import _wasmtime
+from ._errors import LayoutError
+from ._wasmtime import MAX_PAGES, PAGE_SIZE
+
+_registry_lock = threading.Lock()
+_registry: weakref.WeakSet[Memory] = weakref.WeakSet()
+
+
+def _check_pages(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int number of pages (got {value!r})")
+    pages = int(value)
+    if pages < 0:
+        raise ValueError(f"{name} must be >= 0 pages (got {pages!r})")
+    if pages > MAX_PAGES:
+        raise ValueError(f"{name} must be <= {MAX_PAGES} pages, 4 GiB (got {pages!r})")
+    return pages
+
+
+class Memory:
+    """A shared WebAssembly memory that several workers use at once.
+
+    Args:
+        initial: size in 64 KiB pages.
+        maximum: the most pages the memory may grow to; required, because a
+            shared memory reserves its whole range up front.
+        shared: must be True.
+
+    Raises:
+        TypeError: `maximum` is missing, or a size is not an int.
+        ValueError: a size is negative or above 65536 pages, `initial` exceeds
+            `maximum`, or `shared` is False.
+
+    All methods may be called from any thread.
+    """
+
+    def __init__(self, initial: int, maximum: int | None = None, *, shared: bool = True) -> None:
+        if shared is not True:
+            raise ValueError(
+                "shared must be True: a memory must be shared to be used by several "
+                f"workers (got {shared!r})"
+            )
+        initial = _check_pages("initial", initial)
+        if maximum is None:
+            raise TypeError(
+                "maximum is required for shared memory: pass maximum=<pages>, the "
+                "ceiling the memory may grow to"
+            )
+        maximum = _check_pages("maximum", maximum)
+        if initial > maximum:
+            raise ValueError(
+                f"initial must be <= maximum={maximum} pages (got initial={initial!r})"
+            )
+        ty = wasmtime.MemoryType(wasmtime.Limits(initial, maximum), shared=True)
+        try:
+            self._shared = _wasmtime.SharedMemory(_wasmtime.engine(), ty)
+        except wasmtime.WasmtimeError as exc:
+            raise MemoryError(
+                f"could not reserve a shared memory of maximum={maximum} pages: {exc}"
+            ) from exc
+        self._maximum = maximum
+        self._base = self._shared.base_address()
+        self._grow_lock = threading.Lock()
+        # Per-thread helper instances for host atomics (see _atomics); they
+        # die with the thread or with this memory, whichever goes first.
+        self._thread_state = threading.local()
+        # Names of the live pools on this memory; at most one, since two
+        # pools' boards and data regions would overlap.
+        self._pools: set[str] = set()
+        with _registry_lock:
+            _registry.add(self)
+
+    def __repr__(self) -> str:
+        return f"<sharedwasm.Memory pages={self.pages} maximum={self._maximum} shared=True>"
+
+    @property
+    def pages(self) -> int:
+        """Current size in 64 KiB pages."""
+        return self._shared.size()
+
+    @property
+    def maximum(self) -> int:
+        """The most pages this memory may grow to."""
+        return self._maximum
+
+    @property
+    def byte_length(self) -> int:
+        """Current size in bytes."""
+        return int(self._shared.data_len())
+
+    @property
+    def buffer(self) -> memoryview:
+        """A writable memoryview of the whole memory at its current length.
+
+        The view keeps its length after a grow: read `buffer` again to see the
+        new bytes.
+        """
+        return memoryview(self._raw(0, self.byte_length)).cast("B")
+
+    def view(
+        self,
+        dtype: npt.DTypeLike = np.uint8,
+        *,
+        offset: int = 0,
+        count: int | None = None,
+    ) -> npt.NDArray[Any]:
+        """Return a zero-copy 1-D numpy view of part of the memory.
+
+        Args:
+            dtype: element type; any numpy dtype without Python objects.
+            offset: first byte; must be a multiple of the dtype's alignment.
+            count: number of elements; by default, as many as fit before the
+                current end of memory.
+
+        Returns:
+            A writable array sharing memory with every worker. It keeps its
+            length after a grow.
+
+        Raises:
+            TypeError: `dtype` holds Python objects or has no size, or
+                `offset`/`count` is not an int.
+            LayoutError: the view is misaligned or does not fit in the memory.
+        """
+        dt = np.dtype(dtype)
+        if dt.hasobject or dt.itemsize == 0:
+            raise TypeError(f"dtype must be a fixed-size numeric dtype (got {dt!r})")
+        offset = operator.index(offset)
+        length = self.byte_length
+        if offset < 0 or offset > length:
+            raise LayoutError(f"offset must be in [0, {length}] (got {offset!r})")
+        if offset % dt.alignment:
+            raise LayoutError(
+                f"offset must be a multiple of {dt.alignment} for dtype {dt} (got {offset!r})"
+            )
+        available = (length - offset) // dt.itemsize
+        if count is None:
+            count = available
+        count = operator.index(count)
+        if count < 0 or count > available:
+            raise LayoutError(
+                f"count must be in [0, {available}] for dtype {dt} at offset {offset} "
+                f"in a memory of {length} bytes (got {count!r})"
+            )
+        raw = self._raw(offset, count * dt.itemsize)
+        return np.frombuffer(raw, dtype=dt, count=count)
+
+    def grow(self, delta_pages: int) -> int:
+        """Grow the memory by `delta_pages` pages and return the previous size.
+
+        Existing views keep their length; make fresh ones to see the new pages.
+        Growing while workers write is a data race: `WorkerPool.grow` waits for
+        the run in flight first.
+
+        Raises:
+            TypeError: `delta_pages` is not an int.
+            ValueError: `delta_pages` is negative or would pass `maximum`; the
+                memory is left unchanged.
+        """
+        delta = _check_pages("delta_pages", delta_pages)
+        with self._grow_lock:
+            current = self.pages
+            if current + delta > self._maximum:
+                raise ValueError(
+                    f"delta_pages must be <= {self._maximum - current} to stay within "
+                    f"maximum={self._maximum} pages from {current} (got {delta!r})"
+                )
+            try:
+                return int(self._shared.grow(delta))
+            except wasmtime.WasmtimeError as exc:
+                raise MemoryError(f"could not grow the memory by {delta} pages: {exc}") from exc
+
+    def _raw(self, offset: int, size: int) -> ctypes.Array[ctypes.c_ubyte]:
+        if size == 0:
+            # ctypes cannot make a zero-length array at an address; an empty
+            # writable buffer gives numpy and memoryview the same behaviour.
+            empty = (ctypes.c_ubyte * 0)()
+            empty._sharedwasm_memory = self  # type: ignore[attr-defined]
+            return empty
+        raw = (ctypes.c_ubyte * size).from_address(self._base + offset)
+        # The attribute is the keep-alive: numpy views hold `raw`, `raw` holds us.
+        raw._sharedwasm_memory = self  # type: ignore[attr-defined]
+        return raw
+
+    def _contains(self, address: int, size: int) -> bool:
+        return self._base <= address and address + size <= self._base + self.byte_length
+
+    def _owns(self, address: int) -> bool:
+        return self._base <= address < self._base + self._maximum * PAGE_SIZE
+
+
+def memory_of(address: int) -> Memory | None:
+    """Return the live `Memory` whose reserved range holds `address`, if any."""
+    with _registry_lock:
+        memories = list(_registry)
+    for memory in memories:
+        if memory._owns(address):
+            return memory
+    return None
