@@ -35,6 +35,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import operator
@@ -69,8 +70,7 @@ def _helper_wat() -> str:
             f'(func (export "load{bits}") (param i32) (result {vt}) (local.get 0) ({load}))'
         )
         funcs.append(
-            f'(func (export "store{bits}") (param i32 {vt}) '
-            f"(local.get 0) (local.get 1) ({store}))"
+            f'(func (export "store{bits}") (param i32 {vt}) (local.get 0) (local.get 1) ({store}))'
         )
         for op in _RMW_OPS:
             funcs.append(
@@ -163,9 +163,7 @@ class _Kind:
         return v
 
 
-_KINDS = {
-    (kind, size): _Kind(size * 8, kind == "i") for kind in "iu" for size in (1, 2, 4, 8)
-}
+_KINDS = {(kind, size): _Kind(size * 8, kind == "i") for kind in "iu" for size in (1, 2, 4, 8)}
 _WAITABLE = ("int32", "int64")
 
 
@@ -307,7 +305,9 @@ def compare_exchange(arr: npt.NDArray[Any], index: int, expected: int, replaceme
     """
     target = _target(arr, index)
     kind = target.kind
-    return _call(target, "cmpxchg", kind.raw(expected, "expected"), kind.raw(replacement, "replacement"))
+    return _call(
+        target, "cmpxchg", kind.raw(expected, "expected"), kind.raw(replacement, "replacement")
+    )
 
 
 def _timeout_ns(timeout: float | None) -> int:
@@ -316,13 +316,21 @@ def _timeout_ns(timeout: float | None) -> int:
         return -1
     if isinstance(timeout, bool) or not isinstance(timeout, int | float | np.integer | np.floating):
         raise TypeError(f"timeout must be a number of seconds or None (got {timeout!r})")
-    t = float(timeout)
-    if math.isnan(t):
-        raise ValueError(f"timeout must be a number of seconds or None (got {timeout!r})")
-    if t == math.inf:
-        return -1
+    forever = (1 << 63) - 1
+    if isinstance(timeout, int | np.integer):
+        # Exact for ints of any size, which float() could overflow on.
+        ns = int(timeout) * 1_000_000_000
+    else:
+        t = float(timeout)
+        if math.isnan(t):
+            raise ValueError(f"timeout must be a number of seconds or None (got {timeout!r})")
+        if t <= 0:
+            return 0
+        if t * 1e9 >= forever:  # includes +inf
+            return -1
+        ns = round(t * 1e9)
     # As in JavaScript, a negative timeout means "do not wait".
-    return min(max(0, round(t * 1e9)), (1 << 63) - 1)
+    return -1 if ns >= forever else max(0, ns)
 
 
 def _wait_raw(target: _Target, expected: int, ns: int) -> WaitResult:
@@ -335,12 +343,10 @@ def _wait_raw(target: _Target, expected: int, ns: int) -> WaitResult:
         raw[1].i32 = expected
     raw[2].i64 = ns
     func.call()
-    return _WAIT_RESULTS[raw[0].i32]
+    return _WAIT_RESULTS[int(raw[0].i32)]
 
 
-def wait(
-    arr: npt.NDArray[Any], index: int, value: int, timeout: float | None = None
-) -> WaitResult:
+def wait(arr: npt.NDArray[Any], index: int, value: int, timeout: float | None = None) -> WaitResult:
     """Block while `arr[index] == value` until notified or `timeout` seconds pass.
 
     Blocks the calling thread (any thread, including the main one) with the GIL
@@ -393,10 +399,9 @@ async def wait_async(
             result: WaitResult | BaseException = _wait_raw(target, expected, ns)
         except BaseException as exc:  # handed to the awaiting task
             result = exc
-        try:
+        # RuntimeError: the loop closed while we were parked; nobody is awaiting.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(deliver, result)
-        except RuntimeError:
-            pass  # the loop closed while we were parked; nobody is awaiting
 
     threading.Thread(target=park, name="sharedwasm-wait-async", daemon=True).start()
     return await future

@@ -49,8 +49,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _demo(args: argparse.Namespace) -> int:
     if args.pages > args.maximum:
-        print(f"sharedwasm demo: --pages ({args.pages}) must be <= --maximum ({args.maximum})",
-              file=sys.stderr)
+        print(
+            f"sharedwasm demo: --pages ({args.pages}) must be <= --maximum ({args.maximum})",
+            file=sys.stderr,
+        )
         return 2
     t_start = time.perf_counter()
     memory = Memory(args.pages, args.maximum, shared=True)
@@ -71,8 +73,10 @@ def _demo(args: argparse.Namespace) -> int:
         data = pool.data(np.float32)
         elements = len(data) if args.elements is None else args.elements
         if not 0 <= elements <= len(data):
-            print(f"sharedwasm demo: --elements must be in [0, {len(data)}] (got {elements})",
-                  file=sys.stderr)
+            print(
+                f"sharedwasm demo: --elements must be in [0, {len(data)}] (got {elements})",
+                file=sys.stderr,
+            )
             return 2
         data.fill(0.0)
         data[:elements] = math.pi
@@ -95,7 +99,8 @@ def _demo(args: argparse.Namespace) -> int:
             + ("" if untouched else "; elements past the range were modified")
             + ("" if ok else "  FAILED")
         )
-        print(f"elapsed {result.elapsed * 1e3:.3f} ms run, {(time.perf_counter() - t_start) * 1e3:.1f} ms total")
+        total_ms = (time.perf_counter() - t_start) * 1e3
+        print(f"elapsed {result.elapsed * 1e3:.3f} ms run, {total_ms:.1f} ms total")
     return 0 if ok else 1
 
 
@@ -103,7 +108,7 @@ def _info() -> int:
     import importlib.metadata
 
     print(f"sharedwasm {__version__}")
-    print(f"wasmtime   {importlib.metadata.version("wasmtime")}")
+    print(f"wasmtime   {importlib.metadata.version('wasmtime')}")
     print(f"numpy      {np.__version__}")
     print(f"python     {platform.python_version()} ({platform.python_implementation()})")
     print(f"platform   {platform.platform()}")

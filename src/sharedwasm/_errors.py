@@ -6,7 +6,7 @@ also from the builtin exception that fits, so code that already catches
 
     SharedWasmError(Exception)
      ├─ KernelError(ValueError)        the module breaks the kernel ABI or is not wasm
-     ├─ LayoutError(ValueError)        regions overlap, or an offset/size is out of bounds or misaligned
+     ├─ LayoutError(ValueError)        regions overlap, or an offset is out of bounds or misaligned
      ├─ KernelTrap(RuntimeError)       a partition trapped; .worker_index .start .end .trap
      ├─ RunTimeout(TimeoutError)       a run did not finish within its timeout
      ├─ PoolClosedError(RuntimeError)  the pool was closed by its owner
@@ -54,9 +54,11 @@ class KernelTrap(SharedWasmError, RuntimeError):
         trap: str,
         traps: Sequence[KernelTrap] = (),
     ) -> None:
-        first_line = trap.strip().splitlines()[-1] if trap.strip() else trap
+        # wasmtime's text is a backtrace followed by the cause; the last line says what happened.
+        lines = [line.strip() for line in trap.splitlines() if line.strip()]
+        cause = lines[-1] if lines else "trap"
         super().__init__(
-            f"worker {worker_index} trapped in compute_partition({start}, {end}): {first_line}"
+            f"worker {worker_index} trapped in compute_partition({start}, {end}): {cause}"
         )
         self.worker_index = worker_index
         self.start = start

@@ -67,7 +67,7 @@ class Kernel:
         )
 
     @classmethod
-    def from_bytes(cls, wasm: bytes, *, name: str = "kernel") -> Kernel:
+    def from_bytes(cls, wasm: bytes | bytearray | memoryview, *, name: str = "kernel") -> Kernel:
         """Compile a kernel from WebAssembly binary bytes.
 
         Raises:
@@ -151,7 +151,9 @@ class Kernel:
                     and not ty.mutable
                     and str(ty.content) == "i32"
                 ):
-                    raise KernelError(f"{where} must be an immutable i32 global (got {_describe(ty)})")
+                    raise KernelError(
+                        f"{where} must be an immutable i32 global (got {_describe(ty)})"
+                    )
             else:
                 raise KernelError(
                     f"unknown import {where} ({_describe(ty)}): a kernel may import only "
@@ -181,7 +183,9 @@ class Kernel:
             )
         return memory
 
-    def _imports(self, store: wasmtime.Store, memory: object, values: dict[str, int]) -> list[object]:
+    def _imports(
+        self, store: wasmtime.Store, memory: object, values: dict[str, int]
+    ) -> list[object]:
         """Build this module's import list, in its declared order, for one worker."""
         externs: list[object] = []
         for imp in self._module.imports:
@@ -189,10 +193,14 @@ class Kernel:
                 externs.append(memory)
             else:
                 ty = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
-                value = values[imp.name]
+                value = values[str(imp.name)]
                 # i32 globals are signed; offsets above 2 GiB travel as their bit pattern.
                 externs.append(
-                    wasmtime.Global(store, ty, wasmtime.Val.i32(value - (1 << 32) if value >= 1 << 31 else value))
+                    wasmtime.Global(
+                        store,
+                        ty,
+                        wasmtime.Val.i32(value - (1 << 32) if value >= 1 << 31 else value),
+                    )
                 )
         return externs
 

@@ -123,6 +123,7 @@ class Layout:
         """
         workers = operator.index(workers)
         status_offset = operator.index(status_offset)
+        byte_length = operator.index(byte_length)
         if workers < 1:
             raise ValueError(f"workers must be at least 1 (got {workers!r})")
         if status_offset < 0:

@@ -147,8 +147,10 @@ class Memory:
             LayoutError: the view is misaligned or does not fit in the memory.
         """
         dt = np.dtype(dtype)
-        if dt.hasobject or dt.itemsize == 0:
-            raise TypeError(f"dtype must be a fixed-size numeric dtype (got {dt!r})")
+        if dt.hasobject or dt.itemsize == 0 or dt.subdtype is not None:
+            raise TypeError(
+                f"dtype must be a fixed-size dtype without objects or subarrays (got {dt!r})"
+            )
         offset = operator.index(offset)
         length = self.byte_length
         if offset < 0 or offset > length:
@@ -167,7 +169,8 @@ class Memory:
                 f"in a memory of {length} bytes (got {count!r})"
             )
         raw = self._raw(offset, count * dt.itemsize)
-        return np.frombuffer(raw, dtype=dt, count=count)
+        array: npt.NDArray[Any] = np.frombuffer(memoryview(raw).cast("B"), dtype=dt, count=count)
+        return array
 
     def grow(self, delta_pages: int) -> int:
         """Grow the memory by `delta_pages` pages and return the previous size.

@@ -16,6 +16,16 @@ def chunk_size(total: int, workers: int) -> int:
     return -(-total // workers)
 
 
+def _check(total: int, workers: int) -> tuple[int, int]:
+    total = operator.index(total)
+    workers = operator.index(workers)
+    if total < 0:
+        raise ValueError(f"total must be >= 0 (got {total!r})")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1 (got {workers!r})")
+    return total, workers
+
+
 def partition(total: int, workers: int, index: int) -> tuple[int, int]:
     """Return worker `index`'s half-open range of `[0, total)`.
 
@@ -24,13 +34,8 @@ def partition(total: int, workers: int, index: int) -> tuple[int, int]:
         ValueError: `total` is negative, `workers` is not positive, or
             `index` is not in `range(workers)`.
     """
-    total = operator.index(total)
-    workers = operator.index(workers)
+    total, workers = _check(total, workers)
     index = operator.index(index)
-    if total < 0:
-        raise ValueError(f"total must be >= 0 (got {total!r})")
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1 (got {workers!r})")
     if not 0 <= index < workers:
         raise ValueError(f"index must be in range(0, {workers}) (got {index!r})")
     chunk = chunk_size(total, workers)
@@ -40,4 +45,5 @@ def partition(total: int, workers: int, index: int) -> tuple[int, int]:
 
 def partitions(total: int, workers: int) -> list[tuple[int, int]]:
     """Return every worker's range, in worker order."""
+    total, workers = _check(total, workers)
     return [partition(total, workers, i) for i in range(workers)]

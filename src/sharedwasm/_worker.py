@@ -79,10 +79,10 @@ class Worker:
         try:
             instance = wasmtime.Instance(store, self._kernel._module, externs)  # type: ignore[arg-type]
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            message = str(exc).strip().splitlines()
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise KernelError(
                 f"{self._kernel.name} failed to instantiate in worker {self.index}: "
-                f"{message[-1] if message else exc}"
+                f"{lines[-1] if lines else exc!r}"
             ) from exc
         func = instance.exports(store)[ENTRY_POINT]
         assert isinstance(func, wasmtime.Func)
@@ -92,14 +92,15 @@ class Worker:
         try:
             call = self._instantiate()
             board = StatusBoard(self._memory, self._layout)
-            # Read before READY: the host publishes nothing until every worker
-            # is ready, so this is the generation before the first command.
-            seen = board.load(Control.GENERATION)
         except BaseException as exc:
             self.ready.set_exception(exc)
             return
         self.ready.set_result(None)
-        self._loop(call, board, seen)
+        # The pool zeroed GENERATION before starting any worker, so 0 is the
+        # baseline. Reading it here instead would race with a pool that gave
+        # up on a sibling's failed start and already published EXIT: this
+        # worker would then wait for a generation that never comes.
+        self._loop(call, board, 0)
 
     def _loop(self, call: _wasmtime.RawFunc, board: StatusBoard, seen: int) -> None:
         workers = self._layout.workers

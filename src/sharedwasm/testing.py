@@ -1,0 +1,57 @@
+"""Helpers for testing code that uses sharedwasm: bounded waits that fail loudly.
+
+A concurrency bug shows up as a hang. These helpers turn a hang into a failure
+that says where every thread was and what the status board held.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+from ._pool import WorkerPool
+
+
+def dump_on_deadlock(reason: str, pool: WorkerPool | None = None) -> None:
+    """Dump every thread's stack and the pool's board to stderr, then raise.
+
+    Raises:
+        AssertionError: always, with `reason` and the board snapshot.
+    """
+    sys.stderr.write(f"\n=== sharedwasm deadlock: {reason} ===\n")
+    sys.stderr.flush()
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    board = None
+    if pool is not None:
+        try:
+            board = pool._board.snapshot()
+        except Exception as exc:  # the dump must not hide the original failure
+            board = {"error reading board": repr(exc)}
+        sys.stderr.write(f"board: {board}\n")
+    raise AssertionError(f"{reason}; board {board}")
+
+
+def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float,
+    *,
+    what: str = "condition",
+    pool: WorkerPool | None = None,
+    interval: float = 0.001,
+) -> None:
+    """Poll `predicate` until it is true; after `timeout` seconds, dump and fail."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            dump_on_deadlock(f"{what} not reached within {timeout} s", pool)
+        time.sleep(interval)
+
+
+def join_or_dump(thread: threading.Thread, timeout: float, pool: WorkerPool | None = None) -> None:
+    """Join `thread` within `timeout` seconds or dump and fail."""
+    thread.join(timeout)
+    if thread.is_alive():
+        dump_on_deadlock(f"thread {thread.name} still running after {timeout} s", pool)
