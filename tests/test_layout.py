@@ -14,6 +14,7 @@ from sharedwasm._layout import (
     CONTROL_BYTES,
     CONTROL_WORDS,
     DATA_ALIGN,
+    RECORD_BYTES,
     STATUS_SLOT_BYTES,
     Command,
     Control,
@@ -78,15 +79,20 @@ def test_align_up(value: int, alignment: int, expected: int) -> None:
 
 
 def test_reference_layout_for_four_workers() -> None:
-    """Four workers at offset 0 get a 16-byte board, control at 64 and data at 128."""
+    """Four workers at offset 0: a 16-byte board, control at 64, records at 192, data at 448."""
     layout = Layout.build(workers=4, status_offset=0, byte_length=65536)
-    assert layout == Layout(workers=4, status_offset=0, control_offset=64, data_offset=128)
+    assert layout == Layout(
+        workers=4, status_offset=0, control_offset=64, records_offset=192, data_offset=448
+    )
     assert layout.status_end == 16
-    assert layout.control_end == 128
+    assert layout.control_end == 192
+    assert layout.records_end == 192 + 4 * RECORD_BYTES
+    assert [layout.record_address(i) for i in range(4)] == [192, 256, 320, 384]
     assert layout.regions() == {
         "status board": (0, 16),
-        "control block": (64, 128),
-        "data region": (128, -1),
+        "control block": (64, 192),
+        "worker records": (192, 448),
+        "data region": (448, -1),
     }
 
 
@@ -124,8 +130,12 @@ def test_regions_are_placed_aligned_and_disjoint(
     assert layout.status_end <= layout.control_offset < layout.status_end + CACHE_LINE
     assert layout.control_end == layout.control_offset + CONTROL_BYTES
 
+    assert layout.records_offset % CACHE_LINE == 0
+    assert layout.records_offset == layout.control_end
+    assert layout.records_end == layout.records_offset + workers * RECORD_BYTES
+
     assert layout.data_offset % DATA_ALIGN == 0
-    assert layout.control_end <= layout.data_offset < layout.control_end + DATA_ALIGN
+    assert layout.records_end <= layout.data_offset < layout.records_end + DATA_ALIGN
     assert layout.data_offset < byte_length
 
     regions = {**layout.regions(), "data region": (layout.data_offset, byte_length)}

@@ -281,8 +281,9 @@ def test_status_offset_at_the_last_fitting_position_leaves_one_cache_line_of_dat
 ) -> None:
     """The largest status_offset that still fits leaves a 64-byte data region that a run fills."""
     memory = sw.Memory(1, 4)
-    # Two slots at 65344 end at 65352; the control block sits at 65408, the data at 65472.
-    pool = make_pool(kernel("record"), memory, 2, status_offset=sw.PAGE_SIZE - 192)
+    # Two slots at 65152 end at 65160; the control block sits at 65216, the two
+    # worker records at 65344, the data at 65472.
+    pool = make_pool(kernel("record"), memory, 2, status_offset=sw.PAGE_SIZE - 384)
     assert pool.data_offset == sw.PAGE_SIZE - 64
     result = pool.run(timeout=TIMEOUT)
     assert [(d.start, d.end) for d in result.done] == [(0, 8), (8, 16)]

@@ -1,36 +1,33 @@
 """`StatusBoard`: typed atomic access to the status slots and control words.
 
-Everything the pool and its workers say to each other goes through here, as
-wasm atomics on words whose offsets come from `_layout`. The host and every
-worker use the same methods, each through its own thread's helper instance.
+The hot path of a run lives in the runner (`_runner`); this is the Python
+side of the same protocol, for what happens rarely: zeroing the board when a
+pool starts, publishing EXIT, counting a failed worker out of a run, and
+reading the board for diagnostics. Each access is a wasm atomic on a word
+whose offset comes from `_layout`, made through the calling thread's helper
+instance.
 
 Guarantees:
-    Every access is a sequentially consistent wasm atomic, so the protocol
-    below needs no extra fences:
+    Every access is a sequentially consistent wasm atomic, the same kind the
+    runner uses, so the two sides interleave safely:
 
-    * The host writes the run's parameters (ELEMENTS, ELEMENT_SIZE, PENDING)
-      and resets the status slots *before* it bumps GENERATION. A worker that
-      sees the new GENERATION therefore sees those values, and the input data
-      the host wrote with plain stores before that.
-    * A worker stores its status slot *before* it decrements PENDING. So when
-      the host sees PENDING reach 0, every slot reads DONE or TRAPPED and
-      every output byte a kernel wrote with plain stores is visible.
-    * Only the worker that takes PENDING from 1 to 0 notifies it: one wake-up
-      per run, however many workers there are.
+    * EXIT is published like a run: COMMAND is stored *before* GENERATION is
+      bumped, so a worker that sees the new GENERATION sees EXIT.
+    * A failed worker stores TRAPPED *before* it decrements PENDING, as the
+      runner stores DONE before it does, so when the host sees PENDING reach
+      0 every slot is final.
+    * Only the worker that takes PENDING from 1 to 0 notifies it.
 
     Methods may be called from any thread that may touch the memory.
 """
 
 from __future__ import annotations
 
-import time
-
 from . import _atomics
 from ._layout import CONTROL_WORDS, Command, Control, Layout, Status
 from ._memory import Memory
 
 _ALL = -1  # notify count u32 max, as it travels in an i32 slot
-_POLL = 0.1  # seconds between re-checks of a deadline while parked
 
 
 class StatusBoard:
@@ -73,66 +70,19 @@ class StatusBoard:
 
     # -- host side -----------------------------------------------------------
 
-    def publish(self, command: Command, *, elements: int = 0, element_size: int = 0) -> None:
-        """Hand every worker a new command and wake them.
+    def publish_exit(self) -> None:
+        """Tell every worker to leave its loop, spinning or parked.
 
-        For a RUN, the slots are reset to RUNNING first so an observer that
-        waits for DONE cannot mistake the previous run's DONE for this one's.
+        Runs are published by the runner's `host_run`; EXIT is rare enough to
+        come from Python, and notifies unconditionally.
         """
-        if command is Command.RUN:
-            for i in range(self.layout.workers):
-                self._call("store32", self.layout.status_address(i), Status.RUNNING)
-            self.store(Control.ELEMENTS, elements - (1 << 32) if elements >= 1 << 31 else elements)
-            self.store(Control.ELEMENT_SIZE, element_size)
-            self.store(Control.PENDING, self.layout.workers)
-        self.store(Control.COMMAND, command)
-        # The GENERATION bump is the release: everything above is visible to
-        # a worker once it observes the new value.
-        self.add(Control.GENERATION, 1)
-        self._call("notify", self.layout.control_address(Control.GENERATION), _ALL)
-
-    def wait_idle(self, deadline: float | None) -> bool:
-        """Block until PENDING is 0 or `deadline` (a `time.monotonic` value) passes.
-
-        Parks in slices of at most 0.1 s: safe because the condition is
-        re-read after every wake-up, and it keeps Ctrl-C responsive.
-
-        Returns:
-            True if every worker finished, False on timeout.
-        """
-        address = self.layout.control_address(Control.PENDING)
-        while True:
-            pending = self.load(Control.PENDING)
-            if pending == 0:
-                return True
-            if deadline is None:
-                slice_ = _POLL
-            else:
-                slice_ = min(_POLL, deadline - time.monotonic())
-                if slice_ <= 0:
-                    return False
-            self._wait32(address, pending, max(0, int(slice_ * 1e9)))
-
-    def _wait32(self, address: int, expected: int, timeout_ns: int) -> None:
-        func = _atomics.helper_for(self.memory).funcs["wait32"]
-        raw = func.args
-        raw[0].i32 = address
-        raw[1].i32 = expected
-        raw[2].i64 = timeout_ns  # negative: no timeout
-        func.call()
+        self.store(Control.COMMAND, Command.EXIT)
+        # Each bump is a release of COMMAND; the standby thread waits on its own word.
+        for word in (Control.GENERATION, Control.STANDBY_GENERATION):
+            self.add(word, 1)
+            self._call("notify", self.layout.control_address(word), _ALL)
 
     # -- worker side ---------------------------------------------------------
-
-    def wait_generation(self, seen: int) -> int:
-        """Park until GENERATION differs from `seen`; return the new value."""
-        address = self.layout.control_address(Control.GENERATION)
-        while True:
-            current = self.load(Control.GENERATION)
-            if current != seen:
-                return current
-            # If the host bumps GENERATION between the load and the wait, the
-            # wait returns "not-equal" at once: no wake-up can be lost.
-            self._wait32(address, seen, -1)
 
     def set_status(self, worker_index: int, status: Status) -> None:
         """Store a worker's status slot and wake anyone waiting on it."""
@@ -141,7 +91,7 @@ class StatusBoard:
         self._call("notify", address, _ALL)
 
     def finish(self) -> None:
-        """Count this worker out of the run; the last one out wakes the host."""
+        """Count a failed worker out of the run; the last one out wakes the host."""
         if self.add(Control.PENDING, -1) == 1:
             self._call("notify", self.layout.control_address(Control.PENDING), _ALL)
 

@@ -1,0 +1,336 @@
+"""The runner: the worker loop and the host's dispatch, written in WebAssembly.
+
+A run must not go through Python in the workers: waking a Python thread, taking
+the GIL and calling back into wasm costs tens of microseconds per worker. So
+each worker thread makes one call, `worker_loop`, and stays inside wasm for the
+life of the pool. The runner imports the kernel's `compute_partition` and the
+shared memory, waits on the GENERATION control word, does its share of each
+run, and returns only on EXIT or when the kernel traps. The host side is two
+calls, `host_run` (publish, then do partition 0 on the calling thread) and
+`host_wait` (until PENDING is 0).
+
+Timestamps come from WASI's `clock_time_get`, which wasmtime implements
+natively (about 70 ns a call), so workers time themselves without Python.
+Field offsets are baked in from `_layout` when the module text is generated;
+the regions' base addresses arrive as imported globals, per pool.
+
+Guarantees:
+    Every control word and status slot is accessed with a sequentially
+    consistent wasm atomic; records and clock scratch words are plain stores,
+    published by the seq-cst decrement of PENDING that follows them.
+
+    Waiting is spin-then-park: a worker polls GENERATION for `spin_ns`, then
+    registers in SLEEPERS and parks in `memory.atomic.wait32`. The host bumps
+    GENERATION *before* it reads SLEEPERS, and a worker increments SLEEPERS
+    *before* it waits on the old GENERATION value, so (all seq-cst) either
+    the host sees the sleeper and notifies, or the worker's wait sees the new
+    value and returns at once: no wake-up is lost and an idle pool costs no
+    CPU once the spin window has passed. HOST_PARKED pairs the same way with
+    the last worker's decrement of PENDING.
+
+    A dynamic run claims chunks with compare-exchange on NEXT, so NEXT never
+    passes ELEMENTS and cannot wrap however many workers race for the end.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import wasmtime
+
+from . import _wasmtime
+from ._errors import KernelError
+from ._kernel import ENTRY_POINT, Kernel
+from ._layout import RECORD_BYTES, Command, Control, Layout, Record, Schedule
+from ._memory import Memory
+
+CLOCK_REALTIME = 0
+CLOCK_MONOTONIC = 1
+_CHECK_CLOCK_EVERY = 255  # spin iterations between clock reads, minus one (a mask)
+
+
+def _ctl(word: Control) -> str:
+    return f"(i32.add (global.get $control) (i32.const {int(word) * 4}))"
+
+
+def _rec(field: Record) -> str:
+    return f"(i32.add (local.get $rec) (i32.const {int(field)}))"
+
+
+def runner_wat() -> str:
+    """Return the runner module's text, with this version's layout baked in."""
+    gen, pending = _ctl(Control.GENERATION), _ctl(Control.PENDING)
+    # Clock readings: a worker through its record's scratch word, the host
+    # through its own (the standby thread may be using worker 0's record).
+    mono = f"(call $now (i32.const {CLOCK_MONOTONIC}) {_rec(Record.SCRATCH)})"
+    wall = f"(call $now (i32.const {CLOCK_REALTIME}) {_rec(Record.SCRATCH)})"
+    host_mono = f"(call $now (i32.const {CLOCK_MONOTONIC}) {_ctl(Control.HOST_SCRATCH)})"
+    host_wall = f"(call $now (i32.const {CLOCK_REALTIME}) {_ctl(Control.HOST_SCRATCH)})"
+    sleepers, host_parked = _ctl(Control.SLEEPERS), _ctl(Control.HOST_PARKED)
+    return f"""
+(module
+  (import "wasi_snapshot_preview1" "clock_time_get"
+    (func $clock_time_get (param i32 i64 i32) (result i32)))
+  (import "env" "memory" (memory 0 65536 shared))
+  (import "kernel" "{ENTRY_POINT}" (func $compute (param i32 i32)))
+  (import "env" "status_offset" (global $status i32))
+  (import "env" "control_offset" (global $control i32))
+  (import "env" "records_offset" (global $records i32))
+  ;; WASI writes the clock's reading through the exported memory.
+  (export "memory" (memory 0))
+
+  (func $record (param $index i32) (result i32)
+    (i32.add (global.get $records) (i32.mul (local.get $index) (i32.const {RECORD_BYTES}))))
+
+  ;; Read a clock through a scratch word of the caller's own.
+  (func $now (param $clock i32) (param $scratch i32) (result i64)
+    (drop (call $clock_time_get (local.get $clock) (i64.const 1) (local.get $scratch)))
+    (i64.load (local.get $scratch)))
+
+  (func $min_u (param $a i32) (param $b i32) (result i32)
+    (select (local.get $a) (local.get $b) (i32.lt_u (local.get $a) (local.get $b))))
+
+  ;; One worker's share of the current run; ends with its status DONE and
+  ;; its count out of PENDING. A trap leaves both to the Python side.
+  (func $share (param $index i32) (param $workers i32)
+    (local $rec i32) (local $total i32) (local $chunk i32) (local $s i32) (local $e i32)
+    (local $count i32) (local $chunks i32) (local $first i32) (local $slot i32)
+    (local.set $rec (call $record (local.get $index)))
+    (local.set $slot (i32.add (global.get $status) (i32.shl (local.get $index) (i32.const 2))))
+    (local.set $total (i32.atomic.load {_ctl(Control.ELEMENTS)}))
+    ;; The reference protocol: a worker resets its slot when it starts.
+    (i32.atomic.store (local.get $slot) (i32.const 0))
+    (i64.store {_rec(Record.T_START)} {mono})
+    (if (i32.eq (i32.atomic.load {_ctl(Control.SCHEDULE)}) (i32.const {Schedule.STATIC}))
+      (then
+        ;; chunk = ceil(total / workers); the start is clamped to total so
+        ;; trailing workers get an empty range, never a negative one.
+        (local.set $chunk
+          (i32.div_u
+            (i32.add (local.get $total) (i32.sub (local.get $workers) (i32.const 1)))
+            (local.get $workers)))
+        (local.set $s
+          (call $min_u (i32.mul (local.get $index) (local.get $chunk)) (local.get $total)))
+        (local.set $e
+          (call $min_u (i32.add (local.get $s) (local.get $chunk)) (local.get $total)))
+        (i32.store {_rec(Record.START)} (local.get $s))
+        (i32.store {_rec(Record.END)} (local.get $e))
+        (i32.store {_rec(Record.CUR_START)} (local.get $s))
+        (i32.store {_rec(Record.CUR_END)} (local.get $e))
+        (call $compute (local.get $s) (local.get $e))
+        (local.set $count (i32.sub (local.get $e) (local.get $s)))
+        (local.set $chunks (i32.const 1)))
+      (else
+        (local.set $chunk (i32.atomic.load {_ctl(Control.CHUNK)}))
+        (local.set $first (local.get $total))
+        (local.set $e (local.get $total))
+        (block $drained
+          (loop $claim
+            (local.set $s (i32.atomic.load {_ctl(Control.NEXT)}))
+            (br_if $drained (i32.ge_u (local.get $s) (local.get $total)))
+            (local.set $e
+              (call $min_u (i32.add (local.get $s) (local.get $chunk)) (local.get $total)))
+            ;; Lost the race for [s, e): another worker moved NEXT; try again.
+            (br_if $claim
+              (i32.ne
+                (i32.atomic.rmw.cmpxchg {_ctl(Control.NEXT)} (local.get $s) (local.get $e))
+                (local.get $s)))
+            (if (i32.lt_u (local.get $s) (local.get $first))
+              (then (local.set $first (local.get $s))))
+            (i32.store {_rec(Record.CUR_START)} (local.get $s))
+            (i32.store {_rec(Record.CUR_END)} (local.get $e))
+            (call $compute (local.get $s) (local.get $e))
+            (local.set $count (i32.add (local.get $count) (i32.sub (local.get $e) (local.get $s))))
+            (local.set $chunks (i32.add (local.get $chunks) (i32.const 1)))
+            (br $claim)))
+        ;; Claims only move forward, so the last claim ends this worker's span.
+        (i32.store {_rec(Record.START)} (local.get $first))
+        (i32.store {_rec(Record.END)}
+          (select (local.get $total) (local.get $e) (i32.eqz (local.get $chunks))))))
+    (i32.store {_rec(Record.ELEMENTS)} (local.get $count))
+    (i32.store {_rec(Record.CHUNKS)} (local.get $chunks))
+    (i64.store {_rec(Record.T_END)} {mono})
+    ;; DONE, then count out: an observer that sees PENDING reach 0 sees
+    ;; every slot final and every record and output byte written.
+    (i32.atomic.store (local.get $slot) (i32.const 1))
+    (drop (memory.atomic.notify (local.get $slot) (i32.const -1)))
+    (if (i32.eq (i32.atomic.rmw.sub {pending} (i32.const 1)) (i32.const 1))
+      (then
+        (if (i32.atomic.load {host_parked})
+          (then (drop (memory.atomic.notify {pending} (i32.const -1))))))))
+
+  ;; Run shares until EXIT; returns the generation of the EXIT command.
+  ;; Worker 0's thread is the standby for the caller: it waits on its own
+  ;; word, bumped only for the runs the caller does not take part in.
+  (func (export "worker_loop")
+    (param $index i32) (param $workers i32) (param $seen i32) (param $spin_ns i64)
+    (result i32)
+    (local $rec i32) (local $g i32) (local $i i32) (local $deadline i64) (local $word i32)
+    (local.set $rec (call $record (local.get $index)))
+    (local.set $word
+      (select {_ctl(Control.STANDBY_GENERATION)} {gen} (i32.eqz (local.get $index))))
+    (loop $next_command
+      (local.set $deadline
+        (i64.add {mono} (local.get $spin_ns)))
+      (local.set $i (i32.const 0))
+      (block $published
+        (loop $poll
+          (local.set $g (i32.atomic.load (local.get $word)))
+          (br_if $published (i32.ne (local.get $g) (local.get $seen)))
+          (if (i32.eqz (i32.and (local.get $i) (i32.const {_CHECK_CLOCK_EVERY})))
+            (then
+              (if (i64.ge_s {mono}
+                            (local.get $deadline))
+                (then
+                  ;; Register before parking: see the module docstring.
+                  (drop (i32.atomic.rmw.add {sleepers} (i32.const 1)))
+                  (drop (memory.atomic.wait32 (local.get $word) (local.get $seen) (i64.const -1)))
+                  (drop (i32.atomic.rmw.sub {sleepers} (i32.const 1)))))))
+          (local.set $i (i32.add (local.get $i) (i32.const 1)))
+          (br $poll)))
+      (local.set $seen (local.get $g))
+      (i64.store {_rec(Record.WAKE_TIME)} {wall})
+      (if (i32.eq (i32.atomic.load {_ctl(Control.COMMAND)}) (i32.const {Command.EXIT}))
+        (then (return (local.get $seen))))
+      (call $share (local.get $index) (local.get $workers))
+      (br $next_command))
+    unreachable)
+
+  ;; Publish a run and wake parked workers; then do partition 0 on this
+  ;; thread, or hand it to the standby thread when $standby is set.
+  (func (export "host_run")
+    (param $workers i32) (param $elements i32) (param $schedule i32) (param $chunk i32)
+    (param $standby i32)
+    (local $i i32)
+    ;; Reset every slot first, so DONE always means "done with this run".
+    (block $reset
+      (loop $slots
+        (br_if $reset (i32.ge_u (local.get $i) (local.get $workers)))
+        (i32.atomic.store
+          (i32.add (global.get $status) (i32.shl (local.get $i) (i32.const 2))) (i32.const 0))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $slots)))
+    (i32.atomic.store {_ctl(Control.ELEMENTS)} (local.get $elements))
+    (i32.atomic.store {_ctl(Control.SCHEDULE)} (local.get $schedule))
+    (i32.atomic.store {_ctl(Control.CHUNK)} (local.get $chunk))
+    (i32.atomic.store {_ctl(Control.NEXT)} (i32.const 0))
+    (i32.atomic.store {pending} (local.get $workers))
+    (i32.atomic.store {_ctl(Control.COMMAND)} (i32.const {Command.RUN}))
+    (i64.atomic.store {_ctl(Control.PUBLISH_TIME)}
+      {host_wall})
+    ;; The bump is the release of everything above; then wake the parked.
+    (drop (i32.atomic.rmw.add {gen} (i32.const 1)))
+    (if (i32.atomic.load {sleepers})
+      (then (drop (memory.atomic.notify {gen} (i32.const -1)))))
+    (if (local.get $standby)
+      (then
+        (drop (i32.atomic.rmw.add {_ctl(Control.STANDBY_GENERATION)} (i32.const 1)))
+        (drop (memory.atomic.notify {_ctl(Control.STANDBY_GENERATION)} (i32.const -1))))
+      (else (call $share (i32.const 0) (local.get $workers)))))
+
+  ;; Wait for PENDING to reach 0: spin for spin_ns, then park for at most
+  ;; timeout_ns (negative: no limit). Returns 1 when it did, 0 otherwise.
+  (func (export "host_wait") (param $spin_ns i64) (param $timeout_ns i64) (result i32)
+    (local $p i32) (local $i i32) (local $deadline i64)
+    (local.set $deadline
+      (i64.add {host_mono}
+               (local.get $spin_ns)))
+    (block $spun
+      (loop $poll
+        (if (i32.eqz (i32.atomic.load {pending})) (then (return (i32.const 1))))
+        (if (i32.eqz (i32.and (local.get $i) (i32.const {_CHECK_CLOCK_EVERY})))
+          (then
+            (br_if $spun
+              (i64.ge_s
+                {host_mono} (local.get $deadline)))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $poll)))
+    (i32.atomic.store {host_parked} (i32.const 1))
+    (loop $park
+      (local.set $p (i32.atomic.load {pending}))
+      (if (i32.eqz (local.get $p))
+        (then
+          (i32.atomic.store {host_parked} (i32.const 0))
+          (return (i32.const 1))))
+      ;; 2 = timed out; 0 (woken) and 1 (PENDING moved) re-check.
+      (if (i32.eq
+            (memory.atomic.wait32 {pending} (local.get $p) (local.get $timeout_ns)) (i32.const 2))
+        (then
+          (i32.atomic.store {host_parked} (i32.const 0))
+          (return (i32.eqz (i32.atomic.load {pending})))))
+      (br $park))
+    unreachable))
+"""
+
+
+@functools.cache
+def runner_module() -> wasmtime.Module:
+    """Compile the runner once per process."""
+    return wasmtime.Module(_wasmtime.engine(), runner_wat())
+
+
+@functools.cache
+def _linker() -> wasmtime.Linker:
+    linker = wasmtime.Linker(_wasmtime.engine())
+    linker.define_wasi()
+    return linker
+
+
+class Runner:
+    """One worker's store, with the kernel and the runner instantiated in it.
+
+    Not thread-safe: used by one thread at a time (a worker's own thread, or
+    whichever thread holds the pool's run lock for worker 0).
+    """
+
+    def __init__(self, kernel: Kernel, memory: Memory, layout: Layout, index: int) -> None:
+        try:
+            self._instantiate(kernel, memory, layout, index)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            raise KernelError(
+                f"{kernel.name} failed to instantiate in worker {index}: "
+                f"{lines[-1] if lines else exc!r}"
+            ) from exc
+
+    def _instantiate(self, kernel: Kernel, memory: Memory, layout: Layout, index: int) -> None:
+        self.store = wasmtime.Store(_wasmtime.engine())
+        # No arguments, environment or preopened directories: the runner
+        # only reads the clock, and kernels see no WASI at all.
+        self.store.set_wasi(wasmtime.WasiConfig())
+        values = {
+            "data_offset": layout.data_offset,
+            "worker_index": index,
+            "total_workers": layout.workers,
+        }
+        externs = kernel._imports(self.store, memory._shared, values)
+        kernel_instance = wasmtime.Instance(self.store, kernel._module, externs)  # type: ignore[arg-type]
+        compute = kernel_instance.exports(self.store)[ENTRY_POINT]
+        imports: list[object] = []
+        for imp in runner_module().imports:
+            if imp.module == "wasi_snapshot_preview1":
+                imports.append(_linker().get(self.store, imp.module, str(imp.name)))
+            elif imp.name == "memory":
+                imports.append(memory._shared)
+            elif imp.name == ENTRY_POINT:
+                imports.append(compute)
+            else:
+                offset = getattr(layout, str(imp.name))
+                imports.append(
+                    wasmtime.Global(
+                        self.store,
+                        wasmtime.GlobalType(wasmtime.ValType.i32(), False),
+                        wasmtime.Val.i32(offset - (1 << 32) if offset >= 1 << 31 else offset),
+                    )
+                )
+        instance = wasmtime.Instance(self.store, runner_module(), imports)  # type: ignore[arg-type]
+        exports = instance.exports(self.store)
+
+        def raw(name: str, slots: int) -> _wasmtime.RawFunc:
+            func = exports[name]
+            assert isinstance(func, wasmtime.Func)
+            return _wasmtime.RawFunc(self.store, func, slots)
+
+        self.worker_loop = raw("worker_loop", 4)
+        self.host_run = raw("host_run", 5)
+        self.host_wait = raw("host_wait", 2)

@@ -1,0 +1,183 @@
+"""Smoke-run every benchmark in quick mode, so that none of them rots.
+
+`benchmarks/run_all.py --quick` runs each `benchmarks/bench_*.py` once into a
+temporary directory; the tests then check that every script printed valid
+JSON lines with the keys its readers rely on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+RUN_ALL = BENCHMARKS / "run_all.py"
+SCRIPTS = sorted(p.name for p in BENCHMARKS.glob("bench_*.py"))
+
+RUN_ALL_TIMEOUT = 55.0
+"""Seconds for the whole quick run; each benchmark gets at most PER_BENCH_TIMEOUT."""
+PER_BENCH_TIMEOUT = 30.0
+
+ENV_KEYS = {"cpus", "python", "wasmtime", "numpy", "node", "machine", "git"}
+TIMING_KEYS = {"median_us", "p90_us", "p99_us", "min_us", "n"}
+
+EXPECTED: dict[str, tuple[set[str], set[str]]] = {
+    "bench_copy_vs_share.py": (
+        {
+            "numpy_1thread",
+            "processpool_pickle",
+            "processpool_roundtrip_only",
+            "shared_memory",
+            "sharedwasm",
+        },
+        {"workers", "bytes", "elements", "mb_per_s", "ratio_vs_sharedwasm", *TIMING_KEYS},
+    ),
+    "bench_schedule.py": (
+        {"w1_static", "w2_static", "w2_dynamic", "w2_dynamic_chunk1"},
+        {
+            "workers",
+            "schedule",
+            "chunk",
+            "width",
+            "height",
+            "max_iter",
+            "perfect_us",
+            "ratio_vs_perfect",
+            "busy_us",
+            "elements",
+            "chunks",
+            "imbalance",
+            *TIMING_KEYS,
+        },
+    ),
+    "bench_idle.py": (
+        {"baseline", "threadpool", "sharedwasm"},
+        {"workers", "idle_s", "metric", "unit", "cpu_percent", "context_switches_per_s", "n"},
+    ),
+}
+"""Per script: the cases it must report, and the keys every one of its lines has."""
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("bench")
+    cmd = [sys.executable, str(RUN_ALL), "--quick", "--no-chart", "--out", str(out)]
+    cmd += ["--timeout", str(PER_BENCH_TIMEOUT)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_ALL_TIMEOUT)
+    assert proc.returncode == 0, f"run_all failed:\n{proc.stderr}"
+    assert not (out / "latest.png").exists()
+    lines = (out / "latest.jsonl").read_text().splitlines()
+    return out, [json.loads(line) for line in lines]
+
+
+def test_every_benchmark_reported(quick_run):
+    _, records = quick_run
+    assert SCRIPTS, "no benchmarks found"
+    assert set(EXPECTED) <= set(SCRIPTS)
+    assert {r["script"] for r in records} == set(SCRIPTS)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_lines_are_well_formed(quick_run, script):
+    _, records = quick_run
+    lines = [r for r in records if r["script"] == script]
+    assert lines
+    assert len({r["bench"] for r in lines}) == 1, "one script, one bench name"
+    for line in lines:
+        assert isinstance(line["case"], str)
+        assert line["case"]
+        assert set(line["env"]) >= ENV_KEYS
+        if "median_us" in line:
+            assert set(line) >= TIMING_KEYS
+            assert line["min_us"] <= line["median_us"] <= line["p99_us"]
+    cases, keys = EXPECTED.get(script, (set(), set()))
+    assert {r["case"] for r in lines} >= cases
+    for line in lines:
+        if line["case"] in cases:
+            assert set(line) >= keys, f"{line['case']} lacks {sorted(keys - set(line))}"
+
+
+def test_copy_vs_share_figures(quick_run):
+    _, records = quick_run
+    lines = {r["case"]: r for r in records if r["script"] == "bench_copy_vs_share.py"}
+    assert lines["sharedwasm"]["ratio_vs_sharedwasm"] == 1.0
+    assert lines["processpool_pickle"]["workers"] == lines["sharedwasm"]["workers"] == 2
+    assert len({r["bytes"] for r in lines.values()}) == 1
+
+
+def test_schedule_accounts_for_every_row(quick_run):
+    _, records = quick_run
+    for line in records:
+        if line["script"] == "bench_schedule.py":
+            assert len(line["busy_us"]) == len(line["elements"]) == line["workers"]
+            assert len(line["chunks"]) == line["workers"]
+            assert sum(line["elements"]) == line["height"]
+            assert line["ratio_vs_perfect"] > 0
+
+
+def test_idle_percentages(quick_run):
+    _, records = quick_run
+    for line in records:
+        if line["script"] == "bench_idle.py":
+            assert line["metric"] == "cpu_percent"
+            assert 0 <= line["cpu_percent"] < 100 * 8
+
+
+def test_chart_from_results(quick_run, tmp_path):
+    out, _ = quick_run
+    cmd = [sys.executable, str(RUN_ALL), "--chart-from", str(out / "latest.jsonl")]
+    cmd += ["--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_ALL_TIMEOUT)
+    if importlib.util.find_spec("matplotlib") is None:
+        assert proc.returncode == 2
+        assert "needs matplotlib" in proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "latest.png").read_bytes().startswith(b"\x89PNG")
+    assert not (tmp_path / "latest.jsonl").exists()
+
+
+def _run_all_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_all", RUN_ALL)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_run_all_reports_bad_output(tmp_path):
+    script = tmp_path / "bench_bad.py"
+    script.write_text(
+        textwrap.dedent("""
+        import sys
+        print('{"bench": "bad", "case": "fine"}')
+        print("not json")
+        print("[1, 2]")
+        sys.exit(3)
+        """)
+    )
+    records, problems, _ = _run_all_module().run_script(script, quick=True, timeout=10.0)
+    assert [(r["case"], r["script"]) for r in records] == [("fine", "bench_bad.py")]
+    text = "\n".join(problems)
+    assert "stdout line 2" in text
+    assert "stdout line 3" in text
+    assert "exited with status 3" in text
+
+
+def test_run_all_kills_on_timeout(tmp_path):
+    script = tmp_path / "bench_slow.py"
+    script.write_text('import time\nprint(\'{"bench": "slow", "case": "a"}\', flush=True)\n')
+    script.write_text(script.read_text() + "time.sleep(30)\n")
+    records, problems, elapsed = _run_all_module().run_script(script, quick=True, timeout=0.5)
+    assert [r["case"] for r in records] == ["a"]
+    assert problems[0] == "timed out after 0.5 s"
+    assert elapsed < 10
