@@ -39,7 +39,7 @@ from ._errors import (
     SharedWasmInternalError,
 )
 from ._kernel import Kernel
-from ._layout import CONTROL_WORDS, RECORD_BYTES, Control, Layout, Record, Schedule, Status
+from ._layout import RECORD_BYTES, Control, Layout, Record, Schedule, Status
 from ._memory import Memory
 from ._runner import Runner
 from ._worker import Worker
@@ -66,6 +66,7 @@ DYNAMIC_CHUNKS_PER_WORKER = 64
 uneven work, coarse enough that claiming a chunk (one compare-exchange)
 costs nothing next to computing it."""
 
+_DONE = int(Status.DONE)
 _I32 = RECORD_BYTES // 4
 _I64 = RECORD_BYTES // 8
 _START, _END = Record.START // 4, Record.END // 4
@@ -245,7 +246,12 @@ class WorkerPool:
         lay = self._layout
         self._records32 = memory.view(np.int32, offset=lay.records_offset, count=workers * _I32)
         self._records64 = memory.view(np.int64, offset=lay.records_offset, count=workers * _I64)
-        self._control = memory.view(np.int32, offset=lay.control_offset, count=CONTROL_WORDS)
+        # The board's regions never move (the base address is fixed and grow
+        # only appends), so the hot path reuses these views.
+        self._status = memory.view(np.int32, offset=lay.status_offset, count=workers)
+        self._published = memory.view(
+            np.int64, offset=lay.control_address(Control.PUBLISH_TIME), count=1
+        )
         self._runs = 0
         self._busy = [0.0] * workers
         self._elements_done = [0] * workers
@@ -482,12 +488,11 @@ class WorkerPool:
     def _collect(
         self, run_id: str, elapsed: float, host_failure: BaseException | None
     ) -> RunResult:
-        status = self.status.tolist()
-        if host_failure is not None or any(s != Status.DONE for s in status):
+        if host_failure is not None or self._status.tolist().count(_DONE) != self.workers:
             self._raise_failures(host_failure)
         r32 = self._records32.tolist()
         r64 = self._records64.tolist()
-        published = int(self._control.view(np.int64)[Control.PUBLISH_TIME // 2])
+        published = int(self._published[0])
         done: list[WorkerDone] = []
         busy, counts, latencies = self._busy, self._elements_done, self._latencies
         for i in range(self.workers):
