@@ -1,0 +1,136 @@
+"""Measure what one run costs when the kernel does nothing: pure dispatch overhead.
+
+The empty kernel (kernels/empty.wat) runs on 1 and 2 workers, back to back and
+after 1 ms of idle between runs (the pause itself is not timed; it lets the
+workers park, so a run also pays for waking them). Three contenders time the
+same .wasm: sharedwasm's `WorkerPool.run`, and two Node.js pools from
+peers/: the reference design's postMessage protocol and an Atomics-only
+pool. Each round runs one batch of every contender in turn, and the samples
+of all rounds are pooled. One JSON line per (contender, workers, mode) gives
+the median and p99 in microseconds; ratio lines give sharedwasm's median
+over each Node peer's (below 1: sharedwasm dispatches faster).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+from _harness import emit, main_guard, parser, summarize, timeit
+
+import sharedwasm as sw
+
+BENCH = "dispatch"
+HERE = Path(__file__).resolve().parent
+NODE_BENCH = HERE / "peers" / "bench.mjs"
+PEERS = ("reference", "atomics")
+PAGES, MAXIMUM = 1, 16
+MODES = {"back-to-back": 0, "idle-1ms": 1}
+"""Mode name -> milliseconds of idle before each timed run."""
+WORKERS = (1, 2)
+RUN_TIMEOUT = 10.0
+NODE_TIMEOUT = 120.0
+
+
+def build_wasm(name: str, directory: Path) -> Path:
+    """Assemble kernels/<name>.wat once, so that Python and Node load the same bytes."""
+    path = directory / f"{name}.wasm"
+    path.write_bytes(wasmtime.wat2wasm((HERE / "kernels" / f"{name}.wat").read_text()))
+    return path
+
+
+def node_batch(peer: str, wasm: Path, workers: int, idle_ms: int, runs: int) -> dict[str, Any]:
+    """Time `runs` runs in a Node peer; return its JSON result."""
+    argv = ["node", str(NODE_BENCH), "--peer", peer, "--wasm", str(wasm)]
+    argv += ["--workers", str(workers), "--pages", str(PAGES), "--maximum", str(MAXIMUM)]
+    argv += ["--runs", str(runs), "--warmup", str(max(1, runs // 10)), "--idle-ms", str(idle_ms)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=NODE_TIMEOUT, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"node peer {peer} failed ({proc.returncode}): {proc.stderr.strip()}")
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
+
+
+def sharedwasm_batch(kernel: sw.Kernel, workers: int, idle_ms: int, runs: int) -> list[float]:
+    """Time `runs` runs of a fresh pool; return each duration in seconds."""
+    with sw.WorkerPool(kernel, sw.Memory(PAGES, MAXIMUM), workers) as pool:
+
+        def run() -> None:
+            pool.run("dispatch", timeout=RUN_TIMEOUT)
+
+        warmup = max(1, runs // 10)
+        if not idle_ms:
+            return timeit(run, repeat=runs, warmup=warmup)
+        for _ in range(warmup):
+            run()
+        samples = []
+        for _ in range(runs):
+            time.sleep(idle_ms / 1000)
+            samples += timeit(run, repeat=1, warmup=0)
+        return samples
+
+
+def main() -> int:
+    args = parser(__doc__ or "").parse_args()
+    rounds = 1 if args.quick else 5
+    runs = (
+        {"back-to-back": 40, "idle-1ms": 10}
+        if args.quick
+        else {
+            "back-to-back": 2000,
+            "idle-1ms": 300,
+        }
+    )
+    batches: dict[tuple[str, int, str], list[list[float]]] = collections.defaultdict(list)
+    with tempfile.TemporaryDirectory(prefix="sharedwasm-bench-") as tmp:
+        wasm = build_wasm("empty", Path(tmp))
+        kernel = sw.Kernel.from_file(wasm)
+        for _ in range(rounds):
+            for workers in WORKERS:
+                for mode, idle_ms in MODES.items():
+                    batches["sharedwasm", workers, mode].append(
+                        sharedwasm_batch(kernel, workers, idle_ms, runs[mode])
+                    )
+                    for peer in PEERS:
+                        result = node_batch(peer, wasm, workers, idle_ms, runs[mode])
+                        batches[f"node-{peer}", workers, mode].append(
+                            [us / 1e6 for us in result["durations_us"]]
+                        )
+
+    medians = {}
+    for (contender, workers, mode), taken in batches.items():
+        line = emit(
+            BENCH,
+            f"{contender}/w{workers}/{mode}",
+            contender=contender,
+            workers=workers,
+            mode=mode,
+            rounds=rounds,
+            **summarize([s for batch in taken for s in batch]),
+            # Whole batches can sit apart (thread placement on a VM): show each one.
+            batch_medians_us=[statistics.median(batch) * 1e6 for batch in taken],
+        )
+        medians[contender, workers, mode] = line["median_us"]
+    for workers in WORKERS:
+        for mode in MODES:
+            ours = medians["sharedwasm", workers, mode]
+            emit(
+                BENCH,
+                f"ratio/w{workers}/{mode}",
+                workers=workers,
+                mode=mode,
+                sharedwasm_over_node_atomics=ours / medians["node-atomics", workers, mode],
+                sharedwasm_over_node_reference=ours / medians["node-reference", workers, mode],
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)
