@@ -13,6 +13,7 @@ from ._kernel import Kernel as Kernel
 from ._layout import Layout as Layout
 from ._layout import Status as Status
 from ._memory import Memory as Memory
+from ._pool import PoolStatistics as PoolStatistics
 from ._pool import RunResult as RunResult
 from ._pool import WorkerDone as WorkerDone
 from ._pool import WorkerPool as WorkerPool
@@ -29,6 +30,7 @@ __all__ = [
     "LayoutError",
     "Memory",
     "PoolClosedError",
+    "PoolStatistics",
     "RunResult",
     "RunTimeout",
     "SharedWasmError",

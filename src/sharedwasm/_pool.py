@@ -214,7 +214,7 @@ class WorkerPool:
             spin = DEFAULT_SPIN if workers <= default_workers() else 0.0
         spin = _check_timeout(spin, "spin")
         assert spin is not None
-        self._spin_ns = min(int(spin * 1e9), 60_000_000_000)
+        self._spin_ns = int(min(spin, 60.0) * 1e9)
         if memory.pages < kernel.memory_minimum:
             raise KernelError(
                 f"{kernel.name} needs env.memory of at least {kernel.memory_minimum} pages "
@@ -443,6 +443,8 @@ class WorkerPool:
             LayoutError: `elements` does not fit the data region.
         """
         timeout = _check_timeout(timeout)
+        if timeout == math.inf:
+            timeout = None
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
             raise RunTimeout(f"run {run_id!r}: another run held {self.name} for {timeout} s")

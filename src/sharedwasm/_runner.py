@@ -94,7 +94,7 @@ def runner_wat() -> str:
   ;; its count out of PENDING. A trap leaves both to the Python side.
   (func $share (param $index i32) (param $workers i32)
     (local $rec i32) (local $total i32) (local $chunk i32) (local $s i32) (local $e i32)
-    (local $count i32) (local $chunks i32) (local $first i32) (local $slot i32)
+    (local $count i32) (local $chunks i32) (local $first i32) (local $last i32) (local $slot i32)
     (local.set $rec (call $record (local.get $index)))
     (local.set $slot (i32.add (global.get $status) (i32.shl (local.get $index) (i32.const 2))))
     (local.set $total (i32.atomic.load {_ctl(Control.ELEMENTS)}))
@@ -123,7 +123,7 @@ def runner_wat() -> str:
       (else
         (local.set $chunk (i32.atomic.load {_ctl(Control.CHUNK)}))
         (local.set $first (local.get $total))
-        (local.set $e (local.get $total))
+        (local.set $last (local.get $total))
         (block $drained
           (loop $claim
             (local.set $s (i32.atomic.load {_ctl(Control.NEXT)}))
@@ -137,6 +137,8 @@ def runner_wat() -> str:
                 (local.get $s)))
             (if (i32.lt_u (local.get $s) (local.get $first))
               (then (local.set $first (local.get $s))))
+            ;; Only a won claim counts: $e may also hold the end of a lost one.
+            (local.set $last (local.get $e))
             (i32.store {_rec(Record.CUR_START)} (local.get $s))
             (i32.store {_rec(Record.CUR_END)} (local.get $e))
             (call $compute (local.get $s) (local.get $e))
@@ -145,8 +147,7 @@ def runner_wat() -> str:
             (br $claim)))
         ;; Claims only move forward, so the last claim ends this worker's span.
         (i32.store {_rec(Record.START)} (local.get $first))
-        (i32.store {_rec(Record.END)}
-          (select (local.get $total) (local.get $e) (i32.eqz (local.get $chunks))))))
+        (i32.store {_rec(Record.END)} (local.get $last))))
     (i32.store {_rec(Record.ELEMENTS)} (local.get $count))
     (i32.store {_rec(Record.CHUNKS)} (local.get $chunks))
     (i64.store {_rec(Record.T_END)} {mono})
