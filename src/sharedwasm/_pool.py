@@ -215,6 +215,9 @@ class WorkerPool:
         spin = _check_timeout(spin, "spin")
         assert spin is not None
         self._spin_ns = int(min(spin, 60.0) * 1e9)
+        # In a run with a timeout all N workers are threads; a caller spinning
+        # beside them would take a CPU from one of them unless one is spare.
+        self._standby_spin_ns = self._spin_ns if workers < default_workers() else 0
         if memory.pages < kernel.memory_minimum:
             raise KernelError(
                 f"{kernel.name} needs env.memory of at least {kernel.memory_minimum} pages "
@@ -476,7 +479,8 @@ class WorkerPool:
                 host_failure = exc
                 self._board.set_status(0, Status.TRAPPED)
                 self._board.finish()
-            if not self._wait(deadline, self._spin_ns):
+            spin_ns = self._spin_ns if deadline is None else self._standby_spin_ns
+            if not self._wait(deadline, spin_ns):
                 raise RunTimeout(
                     f"run {run_id!r} did not finish within {timeout} s; "
                     f"board {self._board.snapshot()}"
