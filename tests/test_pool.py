@@ -693,3 +693,16 @@ def test_default_worker_count_is_the_cpus_this_process_may_use(kernel: LoadKerne
         assert len(pool.status) == expected
         assert len(pool.run(timeout=TIMEOUT).done) == expected
     wait_until(lambda: not pool_threads(name), TIMEOUT, what=f"workers of {name} exited")
+
+
+def test_control_block_describes_the_current_run(make_pool: MakePool, kernel: LoadKernel) -> None:
+    """The control words give observers the run's element count, size, workers and data offset."""
+    from sharedwasm._layout import Control
+
+    pool = make_pool(kernel("empty"), sw.Memory(2, 4), 2)
+    pool.run(elements=100, element_size=8)
+    control = pool.memory.view(np.int32, offset=pool.layout.control_offset, count=32)
+    words = [atomics.load(control, int(w)) for w in Control]
+    seen = dict(zip([w.name for w in Control], words, strict=False))
+    assert (seen["ELEMENTS"], seen["ELEMENT_SIZE"], seen["PENDING"]) == (100, 8, 0)
+    assert (seen["WORKERS"], seen["DATA_OFFSET"]) == (2, pool.data_offset)

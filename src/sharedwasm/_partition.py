@@ -1,5 +1,8 @@
 """Split `[0, total)` into one contiguous, disjoint range per worker.
 
+This is the rule stated in Python. Runs use the runner's own copy of it, in
+wasm (`_runner`); the tests hold the two equal, range for range.
+
 The reference design's rule: `chunk = ceil(total / workers)`, worker `i` owns
 `[i*chunk, min((i+1)*chunk, total))`. Unlike the reference, `start` is
 clamped to `total`: with 5 elements and 4 workers the last worker's naive

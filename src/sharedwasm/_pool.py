@@ -460,7 +460,7 @@ class WorkerPool:
                         f"after {timeout} s; board {self._board.snapshot()}"
                     )
                 self._in_flight = False
-            total, _ = self._elements(elements, element_size)
+            total, size = self._elements(elements, element_size)
             kind, chunk_elements = self._schedule(schedule, chunk, total)
             host_failure: BaseException | None = None
             publish = self._host.host_run
@@ -471,6 +471,7 @@ class WorkerPool:
             args[3].i32 = chunk_elements
             # A caller that must be able to give up cannot be the one computing.
             args[4].i32 = deadline is not None
+            args[5].i32 = size
             self._in_flight = True
             t0 = time.perf_counter()
             try:

@@ -201,7 +201,7 @@ def runner_wat() -> str:
   ;; thread, or hand it to the standby thread when $standby is set.
   (func (export "host_run")
     (param $workers i32) (param $elements i32) (param $schedule i32) (param $chunk i32)
-    (param $standby i32)
+    (param $standby i32) (param $element_size i32)
     (local $i i32)
     ;; Reset every slot first, so DONE always means "done with this run".
     (block $reset
@@ -212,6 +212,7 @@ def runner_wat() -> str:
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $slots)))
     (i32.atomic.store {_ctl(Control.ELEMENTS)} (local.get $elements))
+    (i32.atomic.store {_ctl(Control.ELEMENT_SIZE)} (local.get $element_size))
     (i32.atomic.store {_ctl(Control.SCHEDULE)} (local.get $schedule))
     (i32.atomic.store {_ctl(Control.CHUNK)} (local.get $chunk))
     (i32.atomic.store {_ctl(Control.NEXT)} (i32.const 0))
@@ -333,5 +334,5 @@ class Runner:
             return _wasmtime.RawFunc(self.store, func, slots)
 
         self.worker_loop = raw("worker_loop", 4)
-        self.host_run = raw("host_run", 5)
+        self.host_run = raw("host_run", 6)
         self.host_wait = raw("host_wait", 2)
