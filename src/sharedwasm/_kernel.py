@@ -21,7 +21,7 @@ from pathlib import Path
 
 import wasmtime
 
-from . import _wasmtime
+from . import _binary, _wasmtime
 from ._errors import KernelError
 
 ENTRY_POINT = "compute_partition"
@@ -29,19 +29,22 @@ PROVIDED_GLOBALS = ("data_offset", "worker_index", "total_workers")
 _WASM_MAGIC = b"\0asm"
 
 
-def _describe(ty: object) -> str:
-    if isinstance(ty, wasmtime.FuncType):
-        params = ", ".join(str(p) for p in ty.params)
-        results = ", ".join(str(r) for r in ty.results)
-        return f"function ({params}) -> ({results})"
-    if isinstance(ty, wasmtime.GlobalType):
-        return f"{'mutable' if ty.mutable else 'immutable'} {ty.content} global"
-    if isinstance(ty, wasmtime.MemoryType):
-        shared = "shared " if ty.is_shared else ""
-        return f"{shared}memory"
-    if isinstance(ty, wasmtime.TableType):
-        return "table"
-    return type(ty).__name__
+def _describe(imp: _binary.Import) -> str:
+    # From the bytes, never from wasmtime's types: describing a v128 or GC
+    # reference type through wasmtime-py's C layer aborts the process.
+    if imp.signature is not None:
+        return _describe_signature(imp.signature)
+    if imp.global_type is not None:
+        content, mutable = imp.global_type
+        return f"{'mutable' if mutable else 'immutable'} {content} global"
+    return "function" if imp.kind == "func" else imp.kind
+
+
+def _describe_signature(signature: tuple[tuple[str, ...], tuple[str, ...]] | None) -> str:
+    if signature is None:
+        return "function of a non-function type"
+    params, results = signature
+    return f"function ({', '.join(params)}) -> ({', '.join(results)})"
 
 
 class Kernel:
@@ -50,10 +53,10 @@ class Kernel:
     Build one with `from_file`, `from_bytes` or `from_wat`.
     """
 
-    def __init__(self, module: wasmtime.Module, *, name: str = "kernel") -> None:
+    def __init__(self, module: wasmtime.Module, wasm: bytes, *, name: str = "kernel") -> None:
         self._module = module
         self.name = name
-        self.memory_minimum, self.memory_maximum = self._check_abi(module)
+        self.memory_minimum, self.memory_maximum = self._check_abi(module, wasm)
         self.globals: tuple[str, ...] = tuple(
             imp.name
             for imp in module.imports
@@ -85,7 +88,7 @@ class Kernel:
             module = wasmtime.Module(_wasmtime.engine(), data)
         except wasmtime.WasmtimeError as exc:
             raise KernelError(f"{name} is not valid WebAssembly: {_first_line(exc)}") from exc
-        return cls(module, name=name)
+        return cls(module, data, name=name)
 
     @classmethod
     def from_wat(cls, text: str, *, name: str = "kernel") -> Kernel:
@@ -99,6 +102,8 @@ class Kernel:
             raise TypeError(f"text must be a str of WebAssembly text (got {type(text).__name__})")
         try:
             wasm = wasmtime.wat2wasm(text)
+        except UnicodeEncodeError as exc:  # lone surrogates cannot reach the parser
+            raise KernelError(f"{name} is not valid WebAssembly text: {exc}") from exc
         except wasmtime.WasmtimeError as exc:
             raise KernelError(f"{name} is not valid WebAssembly text: {exc}") from exc
         return cls.from_bytes(wasm, name=name)
@@ -127,14 +132,15 @@ class Kernel:
         return cls.from_wat(text, name=p.name)
 
     @staticmethod
-    def _check_abi(module: wasmtime.Module) -> tuple[int, int]:
+    def _check_abi(module: wasmtime.Module, wasm: bytes) -> tuple[int, int]:
+        sigs = _binary.read_signatures(wasm)
         memory: tuple[int, int] | None = None
-        for imp in module.imports:
-            ty = imp.type
-            where = f"{imp.module}.{imp.name}"
-            if imp.module == "env" and imp.name == "memory":
+        for raw, imp in zip(sigs.imports, module.imports, strict=True):
+            where = f"{raw.module}.{raw.name}"
+            if raw.module == "env" and raw.name == "memory":
+                ty = imp.type
                 if not isinstance(ty, wasmtime.MemoryType):
-                    raise KernelError(f"env.memory must be a memory import (got {_describe(ty)})")
+                    raise KernelError(f"env.memory must be a memory import (got {_describe(raw)})")
                 if ty.is_64:
                     raise KernelError("env.memory must be a 32-bit memory (got a memory64)")
                 if not ty.is_shared:
@@ -145,42 +151,33 @@ class Kernel:
                 maximum = ty.limits.max
                 assert maximum is not None  # validation requires it for shared memories
                 memory = (ty.limits.min, maximum)
-            elif imp.module == "env" and imp.name in PROVIDED_GLOBALS:
-                if not (
-                    isinstance(ty, wasmtime.GlobalType)
-                    and not ty.mutable
-                    and str(ty.content) == "i32"
-                ):
+            elif raw.module == "env" and raw.name in PROVIDED_GLOBALS:
+                if raw.global_type != ("i32", False):
                     raise KernelError(
-                        f"{where} must be an immutable i32 global (got {_describe(ty)})"
+                        f"{where} must be an immutable i32 global (got {_describe(raw)})"
                     )
             else:
                 raise KernelError(
-                    f"unknown import {where} ({_describe(ty)}): a kernel may import only "
+                    f"unknown import {where} ({_describe(raw)}): a kernel may import only "
                     "env.memory, env.data_offset, env.worker_index and env.total_workers"
                 )
         if memory is None:
-            if any(isinstance(e.type, wasmtime.MemoryType) for e in module.exports):
+            if "memory" in sigs.exports.values():
                 raise KernelError(
                     "kernel must import its memory as env.memory (it defines its own memory)"
                 )
             raise KernelError(
                 "kernel must import a shared memory as env.memory (it imports no memory)"
             )
-        entry = next((e for e in module.exports if e.name == ENTRY_POINT), None)
-        if entry is None:
+        kind = sigs.exports.get(ENTRY_POINT)
+        if kind is None:
             raise KernelError(
                 f"kernel must export {ENTRY_POINT}(start: i32, end: i32) (it has no such export)"
             )
-        ty = entry.type
-        if not (
-            isinstance(ty, wasmtime.FuncType)
-            and [str(p) for p in ty.params] == ["i32", "i32"]
-            and not ty.results
-        ):
-            raise KernelError(
-                f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {_describe(ty)})"
-            )
+        signature = sigs.exported_functions.get(ENTRY_POINT)
+        if signature != (("i32", "i32"), ()):
+            got = _describe_signature(signature) if kind == "func" else kind
+            raise KernelError(f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {got})")
         return memory
 
     def _imports(

@@ -146,7 +146,10 @@ class Memory:
                 `offset`/`count` is not an int.
             LayoutError: the view is misaligned or does not fit in the memory.
         """
-        dt = np.dtype(dtype)
+        try:
+            dt = np.dtype(dtype)
+        except (TypeError, ValueError, SyntaxError) as exc:  # numpy's parser raises all three
+            raise TypeError(f"dtype must be a numpy dtype (got {dtype!r}): {exc}") from None
         if dt.hasobject or dt.itemsize == 0 or dt.subdtype is not None:
             raise TypeError(
                 f"dtype must be a fixed-size dtype without objects or subarrays (got {dt!r})"

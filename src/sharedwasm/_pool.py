@@ -154,7 +154,10 @@ def _check_timeout(timeout: float | None, name: str = "timeout") -> float | None
         return None
     if isinstance(timeout, bool) or not isinstance(timeout, int | float | np.integer | np.floating):
         raise TypeError(f"{name} must be a number of seconds or None (got {timeout!r})")
-    t = float(timeout)
+    try:
+        t = float(timeout)
+    except OverflowError:  # an int beyond float range: forever, or an error if negative
+        t = math.inf if timeout > 0 else -math.inf
     if math.isnan(t) or t < 0:
         raise ValueError(f"{name} must be >= 0 seconds or None (got {timeout!r})")
     return t
@@ -446,8 +449,8 @@ class WorkerPool:
             LayoutError: `elements` does not fit the data region.
         """
         timeout = _check_timeout(timeout)
-        if timeout == math.inf:
-            timeout = None
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:
+            timeout = None  # centuries: no limit, which Lock.acquire also accepts
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
             raise RunTimeout(f"run {run_id!r}: another run held {self.name} for {timeout} s")
