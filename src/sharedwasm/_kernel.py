@@ -133,7 +133,12 @@ class Kernel:
 
     @staticmethod
     def _check_abi(module: wasmtime.Module, wasm: bytes) -> tuple[int, int]:
-        sigs = _binary.read_signatures(wasm)
+        try:
+            sigs = _binary.read_signatures(wasm)
+        except (IndexError, KeyError) as exc:  # an encoding the reader does not know
+            raise KernelError(
+                f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
+            ) from exc
         memory: tuple[int, int] | None = None
         for raw, imp in zip(sigs.imports, module.imports, strict=True):
             where = f"{raw.module}.{raw.name}"
