@@ -1,0 +1,296 @@
+"""Soak: grows from the kernel and the host, traps, timed and untimed, static and dynamic runs."""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pytest
+
+import sharedwasm as sw
+from conftest import TIMEOUT
+from sharedwasm.testing import wait_until
+
+MakePool = Callable[..., sw.WorkerPool]
+LoadKernel = Callable[[str], sw.Kernel]
+Int32s = np.ndarray[Any, np.dtype[np.int32]]
+ScheduleName = Literal["static", "dynamic"]
+SCHEDULES: tuple[ScheduleName, ...] = ("static", "dynamic")
+
+# The soak_grow_write header: int32 words at absolute bytes 0..15 (tests/kernels/).
+GROW, GROWN_FROM, RUN, TRAP_AT = 0, 1, 2, 3
+HEADER_BYTES = 64
+"""The pool's status_offset: the header lives in the bytes the pool leaves alone."""
+NO_ELEMENT = -1
+
+WORKERS = 2
+WARMUP_RUNS = 1_000
+RSS_SLACK = 64 << 20
+"""Bytes RSS may gain between the end of the warm-up and the end of the soak."""
+
+
+def reference_partition(total: int, workers: int, index: int) -> tuple[int, int]:
+    """Return the static range of one worker, with start clamped to total."""
+    chunk = -(-total // workers)
+    start = min(index * chunk, total)
+    return start, min((index + 1) * chunk, total)
+
+
+def expected(start: int, end: int, run: int) -> Int32s:
+    """Return what soak_grow_write writes over [start, end) in run `run`: i * 31 + run * 1000003."""
+    base = np.uint32((run * 1_000_003) & 0xFFFFFFFF)
+    values = np.arange(start, end, dtype=np.uint32) * np.uint32(31) + base
+    return values.view(np.int32)
+
+
+def header(memory: sw.Memory) -> Int32s:
+    """Return the soak_grow_write header words."""
+    return memory.view(np.int32, count=4)
+
+
+def capacity(pool: sw.WorkerPool) -> int:
+    """Return the int32 elements the data region holds at the memory's current size."""
+    return (pool.memory.byte_length - pool.data_offset) // 4
+
+
+def proc_status(field: str) -> int:
+    """Return a number from /proc/self/status, such as VmRSS (in bytes) or Threads."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name == field:
+            number, *unit = value.split()
+            return int(number) * (1024 if unit == ["kB"] else 1)
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def check_result(
+    pool: sw.WorkerPool, result: sw.RunResult, total: int, schedule: ScheduleName, run: int
+) -> None:
+    """Assert that a run of `total` elements partitioned them right and wrote f(i, run) to each."""
+    workers = pool.workers
+    assert [d.worker_index for d in result.done] == list(range(workers))
+    assert sum(d.elements for d in result.done) == total
+    if schedule == "static":
+        assert [(d.start, d.end) for d in result.done] == [
+            reference_partition(total, workers, i) for i in range(workers)
+        ]
+    elif total:
+        busy = [d for d in result.done if d.elements]
+        assert min(d.start for d in busy) == 0
+        assert max(d.end for d in busy) == total
+    out = pool.data(np.int32)
+    np.testing.assert_array_equal(out[:total], expected(0, total, run))
+    # Nothing past the run's range was written (run numbers are unique, so
+    # f(i, run) there could only come from this run).
+    after = min(total + 64, len(out))
+    assert not (out[total:after] == expected(total, after, run)).any()
+
+
+# -- grow from inside a run ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
+@pytest.mark.parametrize("schedule", SCHEDULES)
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_kernel_grow_inside_a_run_is_seen_by_the_next_run(
+    make_pool: MakePool, kernel: LoadKernel, workers: int, schedule: ScheduleName, timed: bool
+) -> None:
+    """A run whose kernel grows the memory completes; the next default run spans the new pages."""
+    memory = sw.Memory(2, 8)
+    pool = make_pool(kernel("soak_grow_write"), memory, workers, status_offset=HEADER_BYTES)
+    words = header(memory)
+    timeout = TIMEOUT if timed else None
+    words[GROW], words[GROWN_FROM], words[RUN], words[TRAP_AT] = 1, 0, 1, NO_ELEMENT
+    before = capacity(pool)
+
+    result = pool.run("grows", schedule=schedule, timeout=timeout)
+    assert memory.pages == 3
+    assert memory.byte_length == 3 * sw.PAGE_SIZE
+    assert (words[GROW], words[GROWN_FROM]) == (0, 2)
+    check_result(pool, result, before, schedule, 1)
+    # The new page is zero and the run wrote only the elements it was given.
+    assert capacity(pool) == before + sw.PAGE_SIZE // 4
+    assert not pool.data(np.int32)[before:].any()
+
+    words[RUN] = 2
+    result = pool.run("after", schedule=schedule, timeout=timeout)
+    check_result(pool, result, capacity(pool), schedule, 2)
+    assert memory.pages == 3
+
+    assert pool.grow(2) == 3
+    assert memory.pages == 5
+    words[RUN] = 3
+    result = pool.run("host grown", schedule=schedule, timeout=timeout)
+    assert capacity(pool) == (5 * sw.PAGE_SIZE - pool.data_offset) // 4
+    check_result(pool, result, capacity(pool), schedule, 3)
+    assert (words[GROW], words[GROWN_FROM]) == (0, 2)
+
+
+def test_kernel_grow_past_maximum_is_refused_and_the_run_completes(
+    make_pool: MakePool, kernel: LoadKernel
+) -> None:
+    """A kernel's memory.grow past the memory's maximum returns -1 and changes nothing."""
+    memory = sw.Memory(2, 3)
+    pool = make_pool(kernel("soak_grow_write"), memory, 2, status_offset=HEADER_BYTES)
+    words = header(memory)
+    words[GROW], words[GROWN_FROM], words[RUN], words[TRAP_AT] = 2, 0, 7, NO_ELEMENT
+    result = pool.run("too far", timeout=TIMEOUT)
+    assert (words[GROW], words[GROWN_FROM]) == (0, -1)
+    assert memory.pages == 2
+    check_result(pool, result, capacity(pool), "static", 7)
+
+
+# -- soak -------------------------------------------------------------------------
+
+
+class Soak:
+    """A deterministic pseudo-random mix of runs, grows and traps on one pool, each checked."""
+
+    def __init__(self, pool: sw.WorkerPool, seed: int) -> None:
+        self.pool = pool
+        self.words = header(pool.memory)
+        self.words[GROW], self.words[GROWN_FROM], self.words[TRAP_AT] = 0, 0, NO_ELEMENT
+        self.rng = random.Random(seed)
+        self.runs = 0
+        """Calls to run, trapping or not."""
+        self.traps = 0
+        self.grows = 0
+        self.refused_grows = 0
+        self.counter = 0
+
+    def grow(self) -> None:
+        """Grow by one page from the host or, in the next run, from the kernel; check maximum."""
+        memory = self.pool.memory
+        pages = memory.pages
+        if self.words[GROW]:
+            return  # a kernel grow is still pending
+        if pages == memory.maximum:
+            with pytest.raises(ValueError, match="delta_pages must be <= 0"):
+                self.pool.grow(1)
+            assert memory.pages == pages
+            self.refused_grows += 1
+        elif self.rng.random() < 0.5:
+            assert self.pool.grow(1) == pages
+            assert memory.pages == pages + 1
+            self.grows += 1
+        else:
+            self.words[GROW] = 1  # the next run grows the memory itself
+
+    def step(self) -> None:
+        """Do one run of a random kind and check its result or its trap."""
+        rng, pool, words = self.rng, self.pool, self.words
+        if rng.random() < 0.01:
+            self.grow()
+        pages = pool.memory.pages
+        kernel_grows = bool(words[GROW])
+        roll = rng.random()
+        elements: int | None
+        if roll < 0.05:
+            elements = None
+        elif roll < 0.1:
+            elements = rng.randrange(capacity(pool) + 1)
+        else:
+            elements = rng.randrange(2_048)
+        total = capacity(pool) if elements is None else elements
+        schedule = rng.choice(SCHEDULES)
+        chunk = rng.choice([None, 1, 7, 64, 1_000]) if schedule == "dynamic" else None
+        timeout = rng.choice([None, TIMEOUT])
+        self.counter += 1
+        words[RUN] = self.counter
+        trap_at = rng.randrange(total) if total and rng.random() < 0.05 else NO_ELEMENT
+        words[TRAP_AT] = trap_at
+        self.runs += 1
+        run_id = f"soak-{self.runs}"
+        if trap_at != NO_ELEMENT:
+            with pytest.raises(sw.KernelTrap) as info:
+                pool.run(run_id, elements=elements, schedule=schedule, chunk=chunk, timeout=timeout)
+            trap = info.value
+            assert trap.traps == (trap,)
+            assert trap.start <= trap_at < trap.end
+            assert "unreachable" in trap.trap
+            words[TRAP_AT] = NO_ELEMENT
+            self.traps += 1
+        else:
+            result = pool.run(
+                run_id,
+                elements=elements,
+                schedule=schedule,
+                chunk=chunk,
+                timeout=timeout,
+            )
+            assert result.run_id == run_id
+            check_result(pool, result, total, schedule, self.counter)
+        if kernel_grows:
+            # The first compute_partition call grows; a static run makes one per
+            # worker even when empty, a dynamic run none when there is nothing to claim.
+            called = total > 0 or schedule == "static"
+            assert words[GROW] == (0 if called else 1)
+            if called:
+                assert words[GROWN_FROM] == pages
+                assert pool.memory.pages == pages + 1
+                self.grows += 1
+
+
+def run_soak(make_pool: MakePool, kernel: LoadKernel, runs: int, seconds: float | None) -> None:
+    """Soak one pool for `runs` runs or `seconds` seconds, then check threads and RSS."""
+    # Compile first: wasmtime's compiler threads stay for the life of the process.
+    compiled = kernel("soak_grow_write")
+    baseline = set(threading.enumerate())
+    os_baseline = proc_status("Threads")
+    memory = sw.Memory(1, 16)
+    pool = make_pool(compiled, memory, WORKERS, status_offset=HEADER_BYTES)
+    soak = Soak(pool, seed=20240611)
+    t0 = time.monotonic()
+    for _ in range(WARMUP_RUNS):
+        soak.step()
+    gc.collect()
+    rss_before = proc_status("VmRSS")
+    deadline = None if seconds is None else t0 + seconds
+    while soak.runs < runs and (deadline is None or time.monotonic() < deadline):
+        soak.step()
+    elapsed = time.monotonic() - t0
+    gc.collect()
+    rss_after = proc_status("VmRSS")
+    print(
+        f"\nsoak: {soak.runs} runs in {elapsed:.2f} s, {soak.traps} traps, {soak.grows} grows, "
+        f"{soak.refused_grows} refused, {memory.pages} pages; RSS {rss_before / 2**20:.1f} MiB "
+        f"after warm-up, {rss_after / 2**20:.1f} MiB after the soak"
+    )
+    assert soak.runs >= WARMUP_RUNS
+    assert soak.traps > 0
+    assert soak.grows > 0
+    assert pool.statistics().runs == soak.runs - soak.traps
+    assert rss_after - rss_before <= RSS_SLACK
+
+    new = set(threading.enumerate()) - baseline
+    assert sorted(t.name for t in new) == sorted(f"{pool.name}-w{i}" for i in range(WORKERS))
+    assert all(t.is_alive() for t in new)
+    assert proc_status("Threads") == os_baseline + WORKERS
+    pool.close()
+    wait_until(
+        lambda: not any(t.is_alive() for t in new) and proc_status("Threads") <= os_baseline,
+        TIMEOUT,
+        what="every worker thread exited",
+    )
+    assert proc_status("Threads") == os_baseline
+
+
+def test_soak_mixed_runs_stay_correct_and_leak_nothing(
+    make_pool: MakePool, kernel: LoadKernel
+) -> None:
+    """About 5,000 mixed runs (or 10 s) are each exactly right and leak no thread or memory."""
+    run_soak(make_pool, kernel, 5_000, 10.0)
+
+
+@pytest.mark.slow
+def test_soak_50000_mixed_runs_stay_correct_and_leak_nothing(
+    make_pool: MakePool, kernel: LoadKernel
+) -> None:
+    """50,000 mixed runs are each exactly right and leak no thread or memory."""
+    run_soak(make_pool, kernel, 50_000, None)
