@@ -180,7 +180,7 @@ class _Target:
     @property
     def address(self) -> int:
         """The byte offset as wasm's u32 address travels in a signed i32 slot."""
-        return self.offset - (1 << 32) if self.offset >= 1 << 31 else self.offset
+        return _wasmtime.as_i32(self.offset)
 
 
 def _target(arr: object, index: object, *, waitable: bool = False) -> _Target:
@@ -423,6 +423,6 @@ def notify(arr: npt.NDArray[Any], index: int, count: int | None = None) -> int:
         n = min(max(n, 0), (1 << 32) - 1)
     func = target.helper.funcs["notify"]
     func.args[0].i32 = target.address
-    func.args[1].i32 = n - (1 << 32) if n >= 1 << 31 else n  # u32 count in an i32 slot
+    func.args[1].i32 = _wasmtime.as_i32(n)
     func.call()
     return int(func.args[0].i32)

@@ -23,6 +23,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def error_cause(text: str, default: str) -> str:
+    """Return the line of a wasmtime error or trap text that says what happened.
+
+    wasmtime's text is a backtrace followed by the cause, so the cause is the
+    last non-empty line; `default` stands in for an empty text.
+    """
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else default
+
+
 class SharedWasmError(Exception):
     """Base class of the errors sharedwasm raises on purpose."""
 
@@ -54,9 +64,7 @@ class KernelTrap(SharedWasmError, RuntimeError):
         trap: str,
         traps: Sequence[KernelTrap] = (),
     ) -> None:
-        # wasmtime's text is a backtrace followed by the cause; the last line says what happened.
-        lines = [line.strip() for line in trap.splitlines() if line.strip()]
-        cause = lines[-1] if lines else "trap"
+        cause = error_cause(trap, "trap")
         super().__init__(
             f"worker {worker_index} trapped in compute_partition({start}, {end}): {cause}"
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 import wasmtime
 
 from . import _binary, _wasmtime
-from ._errors import KernelError
+from ._errors import KernelError, error_cause
 
 ENTRY_POINT = "compute_partition"
 PROVIDED_GLOBALS = ("data_offset", "worker_index", "total_workers")
@@ -87,7 +87,9 @@ class Kernel:
         try:
             module = wasmtime.Module(_wasmtime.engine(), data)
         except wasmtime.WasmtimeError as exc:
-            raise KernelError(f"{name} is not valid WebAssembly: {_first_line(exc)}") from exc
+            raise KernelError(
+                f"{name} is not valid WebAssembly: {error_cause(str(exc), repr(exc))}"
+            ) from exc
         return cls(module, data, name=name)
 
     @classmethod
@@ -194,20 +196,5 @@ class Kernel:
             if imp.name == "memory":
                 externs.append(memory)
             else:
-                ty = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
-                value = values[str(imp.name)]
-                # i32 globals are signed; offsets above 2 GiB travel as their bit pattern.
-                externs.append(
-                    wasmtime.Global(
-                        store,
-                        ty,
-                        wasmtime.Val.i32(value - (1 << 32) if value >= 1 << 31 else value),
-                    )
-                )
+                externs.append(_wasmtime.i32_global(store, values[str(imp.name)]))
         return externs
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else text

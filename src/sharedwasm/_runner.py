@@ -39,7 +39,7 @@ import functools
 import wasmtime
 
 from . import _wasmtime
-from ._errors import KernelError
+from ._errors import KernelError, error_cause
 from ._kernel import ENTRY_POINT, Kernel
 from ._layout import RECORD_BYTES, Command, Control, Layout, Record, Schedule
 from ._memory import Memory
@@ -289,10 +289,9 @@ class Runner:
         try:
             self._instantiate(kernel, memory, layout, index)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise KernelError(
                 f"{kernel.name} failed to instantiate in worker {index}: "
-                f"{lines[-1] if lines else exc!r}"
+                f"{error_cause(str(exc), repr(exc))}"
             ) from exc
 
     def _instantiate(self, kernel: Kernel, memory: Memory, layout: Layout, index: int) -> None:
@@ -317,14 +316,7 @@ class Runner:
             elif imp.name == ENTRY_POINT:
                 imports.append(compute)
             else:
-                offset = getattr(layout, str(imp.name))
-                imports.append(
-                    wasmtime.Global(
-                        self.store,
-                        wasmtime.GlobalType(wasmtime.ValType.i32(), False),
-                        wasmtime.Val.i32(offset - (1 << 32) if offset >= 1 << 31 else offset),
-                    )
-                )
+                imports.append(_wasmtime.i32_global(self.store, getattr(layout, str(imp.name))))
         instance = wasmtime.Instance(self.store, runner_module(), imports)  # type: ignore[arg-type]
         exports = instance.exports(self.store)
 

@@ -72,6 +72,21 @@ class SharedMemory(wasmtime.SharedMemory):
 _call_unchecked = _b._wasmtime_func_call_unchecked
 
 
+def as_i32(value: int) -> int:
+    """Return the signed i32 with the bit pattern of the u32 `value`.
+
+    Addresses, offsets and counts are unsigned in wasm but travel in signed
+    i32 slots and globals; above 2 GiB they go as their bit pattern.
+    """
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def i32_global(store: wasmtime.Store, value: int) -> wasmtime.Global:
+    """Return an immutable i32 global holding the u32 `value`, for an import."""
+    ty = wasmtime.GlobalType(wasmtime.ValType.i32(), False)
+    return wasmtime.Global(store, ty, wasmtime.Val.i32(as_i32(value)))
+
+
 class RawFunc:
     """A fast, non-reentrant caller for one exported function of one instance.
 
@@ -79,7 +94,7 @@ class RawFunc:
     the store itself does.
     """
 
-    __slots__ = ("_args", "_args_ref", "_ctx", "_func_ref", "_n", "_store", "_trap", "_trap_ref")
+    __slots__ = ("_args", "_ctx", "_func_ref", "_n", "_store", "_trap", "_trap_ref")
 
     def __init__(self, store: wasmtime.Store, func: wasmtime.Func, slots: int) -> None:
         self._store = store  # keeps the context pointer valid
@@ -87,7 +102,6 @@ class RawFunc:
         self._func_ref = ctypes.byref(func._func)
         self._n = max(slots, 1)
         self._args = (ffi.wasmtime_val_raw_t * self._n)()
-        self._args_ref = self._args
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_ref = ctypes.byref(self._trap)
 
@@ -103,7 +117,7 @@ class RawFunc:
             wasmtime.Trap: the call trapped.
             wasmtime.WasmtimeError: the call failed for another reason.
         """
-        error = _call_unchecked(self._ctx, self._func_ref, self._args_ref, self._n, self._trap_ref)
+        error = _call_unchecked(self._ctx, self._func_ref, self._args, self._n, self._trap_ref)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
         if self._trap:
