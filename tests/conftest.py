@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import sharedwasm as sw
+from sharedwasm import atomics
 from sharedwasm._builtin import KERNEL_DIR
-from sharedwasm.testing import wait_until
+from sharedwasm.testing import join_or_dump, wait_until
 
 TIMEOUT = 10.0
 """Upper bound, in seconds, of every join and wait in the tests."""
@@ -49,8 +51,40 @@ def kernel() -> Callable[[str], sw.Kernel]:
     return load
 
 
-def _pool_threads(name: str) -> list[threading.Thread]:
+def pool_threads(pool: sw.WorkerPool | str) -> list[threading.Thread]:
+    """Return the live threads whose names mark them as a pool's workers (pool or its name)."""
+    name = pool if isinstance(pool, str) else pool.name
     return [t for t in threading.enumerate() if t.name.startswith(f"{name}-w")]
+
+
+def statuses(pool: sw.WorkerPool) -> list[int]:
+    """Return an atomic read of every status slot."""
+    board = pool.status
+    return [atomics.load(board, i) for i in range(pool.workers)]
+
+
+class InThread:
+    """Call a function in a daemon thread, keeping its result or exception for the test."""
+
+    def __init__(self, fn: Callable[[], Any], name: str = "test-caller") -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self.result = fn()
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, name=name, daemon=True)
+        self.thread.start()
+
+    def join(self, pool: sw.WorkerPool | None = None) -> Any:
+        """Wait at most TIMEOUT for the call; return its result or raise its exception."""
+        join_or_dump(self.thread, TIMEOUT, pool)
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 @pytest.fixture
@@ -72,7 +106,7 @@ def make_pool() -> Iterator[Callable[..., sw.WorkerPool]]:
         pool.close()
     for pool in pools:
         wait_until(
-            lambda pool=pool: not _pool_threads(pool.name),  # type: ignore[misc]
+            lambda pool=pool: not pool_threads(pool),  # type: ignore[misc]
             TIMEOUT,
             what=f"all threads of {pool.name} exited",
             pool=pool,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import sharedwasm as sw
-from conftest import KERNELS, TIMEOUT
+from conftest import KERNELS, TIMEOUT, InThread, pool_threads
 from sharedwasm import atomics
 from sharedwasm._layout import Control
 from sharedwasm.testing import join_or_dump, wait_until
@@ -29,39 +29,10 @@ INCREMENTS = 1_000_000
 CPUS = len(os.sched_getaffinity(0))
 
 
-def pool_threads(pool: sw.WorkerPool) -> list[threading.Thread]:
-    """Return the live threads whose names mark them as this pool's workers."""
-    return [t for t in threading.enumerate() if t.name.startswith(f"{pool.name}-w")]
-
-
 def control_word(pool: sw.WorkerPool, word: Control) -> int:
     """Return an atomic read of one of the pool's control words."""
     control = pool.memory.view(np.int32, offset=pool.layout.control_offset, count=32)
     return atomics.load(control, int(word))
-
-
-class InThread:
-    """Call a function in a daemon thread, keeping its result or exception for the test."""
-
-    def __init__(self, fn: Callable[[], Any], name: str = "test-caller") -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def target() -> None:
-            try:
-                self.result = fn()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, name=name, daemon=True)
-        self.thread.start()
-
-    def join(self, pool: sw.WorkerPool | None = None) -> Any:
-        """Wait at most TIMEOUT for the call; return its result or raise its exception."""
-        join_or_dump(self.thread, TIMEOUT, pool)
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 # -- atomic and plain increments of one counter ------------------------------------

@@ -52,7 +52,7 @@ from hypothesis.errors import InvalidArgument
 from numpy.lib.stride_tricks import as_strided
 
 import sharedwasm as sw
-from conftest import KERNELS, TIMEOUT
+from conftest import KERNELS, TIMEOUT, pool_threads
 from sharedwasm import atomics
 from sharedwasm._builtin import KERNEL_DIR
 from sharedwasm._partition import partitions
@@ -848,11 +848,6 @@ def test_grow_takes_anything(delta: Any) -> None:
 
 
 # -- WorkerPool ---------------------------------------------------------------------------------
-
-
-def pool_threads(name: str) -> list[threading.Thread]:
-    """Return the live worker threads of the pool called `name`."""
-    return [t for t in threading.enumerate() if t.name.startswith(f"{name}-w")]
 
 
 def close_and_join(pool: sw.WorkerPool) -> None:

@@ -17,7 +17,7 @@ import pytest
 import wasmtime
 
 import sharedwasm as sw
-from conftest import TIMEOUT
+from conftest import TIMEOUT, InThread, pool_threads, statuses
 from sharedwasm import atomics
 from sharedwasm._builtin import map_f32_reference
 from sharedwasm.testing import join_or_dump, wait_until
@@ -36,12 +36,6 @@ def reference_partition(total: int, workers: int, index: int) -> tuple[int, int]
     return start, min((index + 1) * chunk, total)
 
 
-def statuses(pool: sw.WorkerPool) -> list[int]:
-    """Return an atomic read of every status slot."""
-    board = pool.status
-    return [atomics.load(board, i) for i in range(pool.workers)]
-
-
 def gate_words(pool: sw.WorkerPool) -> np.ndarray[Any, np.dtype[np.int32]]:
     """Return the pool_gate kernel's gate and counters."""
     return pool.data(np.int32)[:3]
@@ -51,29 +45,6 @@ def open_gate(words: np.ndarray[Any, np.dtype[np.int32]]) -> None:
     """Let every worker blocked in pool_gate go."""
     atomics.store(words, GATE, 1)
     atomics.notify(words, GATE)
-
-
-class InThread:
-    """Call a function in a thread, keeping its result or exception for the test."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-        def target() -> None:
-            try:
-                self.result = fn()
-            except BaseException as exc:
-                self.error = exc
-
-        self.thread = threading.Thread(target=target, name="test-caller", daemon=True)
-        self.thread.start()
-
-    def join(self, pool: sw.WorkerPool | None = None) -> Any:
-        join_or_dump(self.thread, TIMEOUT, pool)
-        if self.error is not None:
-            raise self.error
-        return self.result
 
 
 @contextlib.contextmanager
@@ -97,10 +68,6 @@ def blocked_run(pool: sw.WorkerPool) -> Iterator[InThread]:
     finally:
         open_gate(words)
         join_or_dump(caller.thread, TIMEOUT, pool)
-
-
-def pool_threads(name: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(f"{name}-w")]
 
 
 # -- results -----------------------------------------------------------------

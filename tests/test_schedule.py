@@ -16,7 +16,7 @@ import pytest
 import wasmtime
 
 import sharedwasm as sw
-from conftest import TIMEOUT
+from conftest import TIMEOUT, pool_threads, statuses
 from sharedwasm import PoolStatistics, atomics
 from sharedwasm._builtin import map_f32_reference
 from sharedwasm.testing import join_or_dump, wait_until
@@ -101,17 +101,6 @@ def f32_input(n: int, seed: int) -> np.ndarray[Any, np.dtype[np.float32]]:
     x = (rng.random(n) * 1000.0).astype(np.float32)
     x[:4] = np.array([0.0, 1.0, np.inf, 1e-40], dtype=np.float32)[: min(n, 4)]
     return x
-
-
-def statuses(pool: sw.WorkerPool) -> list[int]:
-    """Return an atomic read of every status slot."""
-    board = pool.status
-    return [atomics.load(board, i) for i in range(pool.workers)]
-
-
-def pool_threads(pool: sw.WorkerPool) -> list[threading.Thread]:
-    """Return the live threads whose names mark them as this pool's workers."""
-    return [t for t in threading.enumerate() if t.name.startswith(f"{pool.name}-w")]
 
 
 def check_dynamic_accounting(

@@ -19,7 +19,7 @@ import pytest
 import wasmtime
 
 import sharedwasm as sw
-from conftest import KERNELS, TIMEOUT
+from conftest import KERNELS, TIMEOUT, pool_threads, statuses
 from sharedwasm import atomics
 from sharedwasm.testing import join_or_dump, wait_until
 
@@ -118,17 +118,6 @@ def arm(
 def written(start: int, end: int) -> Int32s:
     """Return what trap_kinds writes over [start, end): 2 * i + 1."""
     return np.arange(start, end, dtype=np.int32) * 2 + 1
-
-
-def statuses(pool: sw.WorkerPool) -> list[int]:
-    """Return an atomic read of every status slot."""
-    board = pool.status
-    return [atomics.load(board, i) for i in range(pool.workers)]
-
-
-def pool_threads(pool: sw.WorkerPool) -> list[threading.Thread]:
-    """Return the live threads whose names mark them as this pool's workers."""
-    return [t for t in threading.enumerate() if t.name.startswith(f"{pool.name}-w")]
 
 
 def check_threads(pool: sw.WorkerPool, before: list[threading.Thread]) -> None:
