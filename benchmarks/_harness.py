@@ -23,6 +23,30 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "benchmarks"
+NODE_BENCH = HERE / "peers" / "bench.mjs"
+NODE_TIMEOUT = 120.0
+
+
+def build_wasm(name: str, directory: Path) -> Path:
+    """Assemble kernels/<name>.wat once, so that Python and Node load the same bytes."""
+    import wasmtime
+
+    path = directory / f"{name}.wasm"
+    path.write_bytes(wasmtime.wat2wasm((HERE / "kernels" / f"{name}.wat").read_text()))
+    return path
+
+
+def run_node_peer(
+    peer: str, wasm: Path, options: list[str], *, timeout: float = NODE_TIMEOUT
+) -> dict[str, Any]:
+    """Run `peers/bench.mjs` for one peer and .wasm with more options; return its JSON result."""
+    argv = ["node", str(NODE_BENCH), "--peer", peer, "--wasm", str(wasm), *options]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"node peer {peer} failed ({proc.returncode}): {proc.stderr.strip()}")
+    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+    return result
 
 
 @functools.cache

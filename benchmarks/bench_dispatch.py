@@ -14,47 +14,29 @@ over each Node peer's (below 1: sharedwasm dispatches faster).
 from __future__ import annotations
 
 import collections
-import json
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import wasmtime
-from _harness import emit, main_guard, parser, summarize, timeit
+from _harness import build_wasm, emit, main_guard, parser, run_node_peer, summarize, timeit
 
 import sharedwasm as sw
 
 BENCH = "dispatch"
-HERE = Path(__file__).resolve().parent
-NODE_BENCH = HERE / "peers" / "bench.mjs"
 PEERS = ("reference", "atomics")
 PAGES, MAXIMUM = 1, 16
 MODES = {"back-to-back": 0, "idle-1ms": 1}
 """Mode name -> milliseconds of idle before each timed run."""
 WORKERS = (1, 2)
-NODE_TIMEOUT = 120.0
-
-
-def build_wasm(name: str, directory: Path) -> Path:
-    """Assemble kernels/<name>.wat once, so that Python and Node load the same bytes."""
-    path = directory / f"{name}.wasm"
-    path.write_bytes(wasmtime.wat2wasm((HERE / "kernels" / f"{name}.wat").read_text()))
-    return path
 
 
 def node_batch(peer: str, wasm: Path, workers: int, idle_ms: int, runs: int) -> dict[str, Any]:
     """Time `runs` runs in a Node peer; return its JSON result."""
-    argv = ["node", str(NODE_BENCH), "--peer", peer, "--wasm", str(wasm)]
-    argv += ["--workers", str(workers), "--pages", str(PAGES), "--maximum", str(MAXIMUM)]
-    argv += ["--runs", str(runs), "--warmup", str(max(1, runs // 10)), "--idle-ms", str(idle_ms)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=NODE_TIMEOUT, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"node peer {peer} failed ({proc.returncode}): {proc.stderr.strip()}")
-    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
-    return result
+    options = ["--workers", str(workers), "--pages", str(PAGES), "--maximum", str(MAXIMUM)]
+    options += ["--runs", str(runs), "--warmup", str(max(1, runs // 10)), "--idle-ms", str(idle_ms)]
+    return run_node_peer(peer, wasm, options)
 
 
 def sharedwasm_batch(kernel: sw.Kernel, workers: int, idle_ms: int, runs: int) -> list[float]:

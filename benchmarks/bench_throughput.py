@@ -25,23 +25,17 @@ import collections
 import dataclasses
 import functools
 import itertools
-import json
 import math
-import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import wasmtime
-from _harness import emit, main_guard, parser, summarize, timeit
+from _harness import build_wasm, emit, main_guard, parser, run_node_peer, summarize, timeit
 
 import sharedwasm as sw
 
 BENCH = "throughput"
-HERE = Path(__file__).resolve().parent
-NODE_BENCH = HERE / "peers" / "bench.mjs"
 KERNELS = ("poly_scalar", "poly_simd", "saxpy_scalar", "saxpy_simd")
 WORKERS = (1, 2)
 MUL, ADD, STEPS = np.float32(1.0001), np.float32(0.5), 64
@@ -143,13 +137,6 @@ def make_workload(family: str, capacity: int, rng: np.random.Generator) -> Workl
     return Workload(family, n, blob, x, y, expected, SAXPY_HEADER + 4 * n)
 
 
-def build_wasm(name: str, directory: Path) -> Path:
-    """Assemble kernels/<name>.wat once, so that Python and Node load the same bytes."""
-    path = directory / f"{name}.wasm"
-    path.write_bytes(wasmtime.wat2wasm((HERE / "kernels" / f"{name}.wat").read_text()))
-    return path
-
-
 def sharedwasm_batch(
     kernel: sw.Kernel, workers: int, loads: dict[Size, Workload], runs: int, verify: bool
 ) -> dict[Size, list[float]]:
@@ -188,17 +175,13 @@ def node_batch(
     source = tmp / "input.bin"
     source.write_bytes(load.blob)
     dump = tmp / "output.bin"
-    argv = ["node", str(NODE_BENCH), "--peer", peer, "--wasm", str(wasm)]
-    argv += ["--workers", str(workers), "--pages", str(size.pages), "--grow", str(size.grow)]
-    argv += ["--maximum", str(size.maximum), "--elements", str(load.n)]
-    argv += ["--runs", str(runs), "--warmup", "1", "--input", str(source)]
-    argv += ["--check-offset", str(load.output_offset), "--check-count", str(load.n)]
+    options = ["--workers", str(workers), "--pages", str(size.pages), "--grow", str(size.grow)]
+    options += ["--maximum", str(size.maximum), "--elements", str(load.n)]
+    options += ["--runs", str(runs), "--warmup", "1", "--input", str(source)]
+    options += ["--check-offset", str(load.output_offset), "--check-count", str(load.n)]
     if verify:
-        argv += ["--dump", str(dump)]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=NODE_TIMEOUT, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"node peer {peer} failed ({proc.returncode}): {proc.stderr.strip()}")
-    result: dict[str, Any] = json.loads(proc.stdout.splitlines()[-1])
+        options += ["--dump", str(dump)]
+    result = run_node_peer(peer, wasm, options, timeout=NODE_TIMEOUT)
     who = f"node-{peer} {wasm.stem} w{workers}"
     expected = {
         "head": sequential_sum(load.expected[:1000]),

@@ -58,17 +58,6 @@ class _Reader:
             if not b & 0x80:
                 return result
 
-    def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if b & 0x40:
-                    result -= 1 << shift
-                return result
-
     def name(self) -> str:
         n = self.uleb()
         raw = self.data[self.pos : self.pos + n]
@@ -81,8 +70,8 @@ class _Reader:
             return _VALTYPES[b]
         if b in _PACKED:
             return _PACKED[b]
-        if b in (0x63, 0x64):  # (ref null? heaptype)
-            self.sleb()
+        if b in (0x63, 0x64):  # (ref null? heaptype): skip the s33 heap type, same bytes as a u32
+            self.uleb()
         return "ref"
 
     def limits(self) -> bool:
