@@ -484,6 +484,10 @@ class WorkerPool:
                 self._board.set_status(0, Status.TRAPPED)
                 self._board.finish()
             spin_ns = self._spin_ns if deadline is None else self._standby_spin_ns
+            if host_failure is None and args[0].i32:
+                # Workers were parked: a woken one is often queued on this
+                # CPU, and spinning here would keep it waiting for its turn.
+                spin_ns = 0
             if not self._wait(deadline, spin_ns):
                 raise RunTimeout(
                     f"run {run_id!r} did not finish within {timeout} s; "

@@ -199,10 +199,11 @@ def runner_wat() -> str:
 
   ;; Publish a run and wake parked workers; then do partition 0 on this
   ;; thread, or hand it to the standby thread when $standby is set.
+  ;; Returns 1 if it had to wake parked workers, 0 if they were all spinning.
   (func (export "host_run")
     (param $workers i32) (param $elements i32) (param $schedule i32) (param $chunk i32)
-    (param $standby i32) (param $element_size i32)
-    (local $i i32)
+    (param $standby i32) (param $element_size i32) (result i32)
+    (local $i i32) (local $woke i32)
     ;; Reset every slot first, so DONE always means "done with this run".
     (block $reset
       (loop $slots
@@ -223,12 +224,15 @@ def runner_wat() -> str:
     ;; The bump is the release of everything above; then wake the parked.
     (drop (i32.atomic.rmw.add {gen} (i32.const 1)))
     (if (i32.atomic.load {sleepers})
-      (then (drop (memory.atomic.notify {gen} (i32.const -1)))))
+      (then
+        (local.set $woke (i32.const 1))
+        (drop (memory.atomic.notify {gen} (i32.const -1)))))
     (if (local.get $standby)
       (then
         (drop (i32.atomic.rmw.add {_ctl(Control.STANDBY_GENERATION)} (i32.const 1)))
         (drop (memory.atomic.notify {_ctl(Control.STANDBY_GENERATION)} (i32.const -1))))
-      (else (call $share (i32.const 0) (local.get $workers)))))
+      (else (call $share (i32.const 0) (local.get $workers))))
+    (local.get $woke))
 
   ;; Wait for PENDING to reach 0: spin for spin_ns, then park for at most
   ;; timeout_ns (negative: no limit). Returns 1 when it did, 0 otherwise.
