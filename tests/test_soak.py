@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import sharedwasm as sw
-from conftest import TIMEOUT
+from conftest import TIMEOUT, statuses
 from sharedwasm.testing import wait_until
 
 MakePool = Callable[..., sw.WorkerPool]
@@ -24,7 +24,7 @@ ScheduleName = Literal["static", "dynamic"]
 SCHEDULES: tuple[ScheduleName, ...] = ("static", "dynamic")
 
 # The soak_grow_write header: int32 words at absolute bytes 0..15 (tests/kernels/).
-GROW, GROWN_FROM, RUN, TRAP_AT = 0, 1, 2, 3
+GROW, GROWN_FROM, RUN, TRAP_AT, HANG_AT, HUNG = 0, 1, 2, 3, 4, 5
 HEADER_BYTES = 64
 """The pool's status_offset: the header lives in the bytes the pool leaves alone."""
 NO_ELEMENT = -1
@@ -51,7 +51,7 @@ def expected(start: int, end: int, run: int) -> Int32s:
 
 def header(memory: sw.Memory) -> Int32s:
     """Return the soak_grow_write header words."""
-    return memory.view(np.int32, count=4)
+    return memory.view(np.int32, count=6)
 
 
 def capacity(pool: sw.WorkerPool) -> int:
@@ -107,6 +107,7 @@ def test_kernel_grow_inside_a_run_is_seen_by_the_next_run(
     words = header(memory)
     timeout = TIMEOUT if timed else None
     words[GROW], words[GROWN_FROM], words[RUN], words[TRAP_AT] = 1, 0, 1, NO_ELEMENT
+    words[HANG_AT] = NO_ELEMENT
     before = capacity(pool)
 
     result = pool.run("grows", schedule=schedule, timeout=timeout)
@@ -140,6 +141,7 @@ def test_kernel_grow_past_maximum_is_refused_and_the_run_completes(
     pool = make_pool(kernel("soak_grow_write"), memory, 2, status_offset=HEADER_BYTES)
     words = header(memory)
     words[GROW], words[GROWN_FROM], words[RUN], words[TRAP_AT] = 2, 0, 7, NO_ELEMENT
+    words[HANG_AT] = NO_ELEMENT
     result = pool.run("too far", timeout=TIMEOUT)
     assert (words[GROW], words[GROWN_FROM]) == (0, -1)
     assert memory.pages == 2
@@ -150,16 +152,23 @@ def test_kernel_grow_past_maximum_is_refused_and_the_run_completes(
 
 
 class Soak:
-    """A deterministic pseudo-random mix of runs, grows and traps on one pool, each checked."""
+    """A deterministic pseudo-random mix of runs, grows, traps and cancels on one pool.
+
+    Each run is checked.
+
+    Cancels need an interruptible memory; on another, the soak makes none.
+    """
 
     def __init__(self, pool: sw.WorkerPool, seed: int) -> None:
         self.pool = pool
         self.words = header(pool.memory)
         self.words[GROW], self.words[GROWN_FROM], self.words[TRAP_AT] = 0, 0, NO_ELEMENT
+        self.words[HANG_AT], self.words[HUNG] = NO_ELEMENT, 0
         self.rng = random.Random(seed)
         self.runs = 0
-        """Calls to run, trapping or not."""
+        """Calls to run, trapping, cancelled or not."""
         self.traps = 0
+        self.cancels = 0
         self.grows = 0
         self.refused_grows = 0
         self.counter = 0
@@ -207,7 +216,9 @@ class Soak:
         words[TRAP_AT] = trap_at
         self.runs += 1
         run_id = f"soak-{self.runs}"
-        if trap_at != NO_ELEMENT:
+        if trap_at == NO_ELEMENT and total and pool.memory.interruptible and rng.random() < 0.02:
+            self.cancel(run_id, rng.randrange(total), total, schedule, chunk, timeout is None)
+        elif trap_at != NO_ELEMENT:
             with pytest.raises(sw.KernelTrap) as info:
                 pool.run(run_id, elements=elements, schedule=schedule, chunk=chunk, timeout=timeout)
             trap = info.value
@@ -236,13 +247,67 @@ class Soak:
                 assert pool.memory.pages == pages + 1
                 self.grows += 1
 
+    def cancel(
+        self,
+        run_id: str,
+        hang_at: int,
+        total: int,
+        schedule: ScheduleName,
+        chunk: int | None,
+        from_thread: bool,
+    ) -> None:
+        """Hang a run at element `hang_at`, stop it (a cancel() or a timeout), check the rest."""
+        pool, words = self.pool, self.words
+        words[HANG_AT], words[HUNG] = hang_at, 0
+        t0 = time.monotonic()
+        if from_thread:
 
-def run_soak(make_pool: MakePool, kernel: LoadKernel, runs: int, seconds: float | None) -> None:
+            def cancel_when_hung() -> None:
+                wait_until(lambda: bool(words[HUNG]), TIMEOUT, what="a worker hung", pool=pool)
+                assert pool.cancel()
+
+            canceller = threading.Thread(target=cancel_when_hung, name="soak-canceller")
+            canceller.start()
+            with pytest.raises(sw.RunCancelled):
+                pool.run(run_id, elements=total, schedule=schedule, chunk=chunk)
+            canceller.join(TIMEOUT)
+        else:
+            with pytest.raises(sw.RunTimeout, match="it was stopped"):
+                pool.run(run_id, elements=total, schedule=schedule, chunk=chunk, timeout=0.005)
+        assert time.monotonic() - t0 < TIMEOUT
+        status = statuses(pool)
+        assert int(sw.Status.CANCELLED) in status
+        assert set(status) <= {int(sw.Status.DONE), int(sw.Status.CANCELLED)}
+        if schedule == "static":
+            # Every share that finished is exact; so is the hung one up to the hang.
+            out = pool.data(np.int32)
+            for index, slot in enumerate(status):
+                start, end = reference_partition(total, pool.workers, index)
+                if slot == sw.Status.DONE:
+                    np.testing.assert_array_equal(
+                        out[start:end], expected(start, end, self.counter)
+                    )
+                elif start <= hang_at < end:
+                    np.testing.assert_array_equal(
+                        out[start:hang_at], expected(start, hang_at, self.counter)
+                    )
+        words[HANG_AT] = NO_ELEMENT
+        self.cancels += 1
+
+
+def run_soak(
+    make_pool: MakePool,
+    kernel: LoadKernel,
+    runs: int,
+    seconds: float | None,
+    interruptible: bool = False,
+) -> None:
     """Soak one pool for `runs` runs or `seconds` seconds, then check threads and RSS."""
+    memory = sw.Memory(1, 16, interruptible=interruptible)
     # Compile first: wasmtime's compiler threads stay for the life of the process.
     compiled = kernel("soak_grow_write")
+    compiled._module_for(interruptible)
     baseline = set(threading.enumerate())
-    memory = sw.Memory(1, 16)
     pool = make_pool(compiled, memory, WORKERS, status_offset=HEADER_BYTES)
     soak = Soak(pool, seed=20240611)
     t0 = time.monotonic()
@@ -260,14 +325,16 @@ def run_soak(make_pool: MakePool, kernel: LoadKernel, runs: int, seconds: float 
     gc.collect()
     rss_after = proc_status("VmRSS")
     print(
-        f"\nsoak: {soak.runs} runs in {elapsed:.2f} s, {soak.traps} traps, {soak.grows} grows, "
+        f"\nsoak: {soak.runs} runs in {elapsed:.2f} s, {soak.traps} traps, "
+        f"{soak.cancels} cancels, {soak.grows} grows, "
         f"{soak.refused_grows} refused, {memory.pages} pages; RSS {rss_before / 2**20:.1f} MiB "
         f"after warm-up, {rss_after / 2**20:.1f} MiB after the soak"
     )
     assert soak.runs >= WARMUP_RUNS
     assert soak.traps > 0
     assert soak.grows > 0
-    assert pool.statistics().runs == soak.runs - soak.traps
+    assert soak.cancels > 0 or not interruptible
+    assert pool.statistics().runs == soak.runs - soak.traps - soak.cancels
     assert rss_after - rss_before <= RSS_SLACK
 
     new = set(threading.enumerate()) - baseline
@@ -286,16 +353,21 @@ def run_soak(make_pool: MakePool, kernel: LoadKernel, runs: int, seconds: float 
     )
 
 
+@pytest.mark.parametrize("interruptible", [False, True], ids=["plain", "interruptible"])
 def test_soak_mixed_runs_stay_correct_and_leak_nothing(
-    make_pool: MakePool, kernel: LoadKernel
+    make_pool: MakePool, kernel: LoadKernel, interruptible: bool
 ) -> None:
-    """About 5,000 mixed runs (or 10 s) are each exactly right and leak no thread or memory."""
-    run_soak(make_pool, kernel, 5_000, 10.0)
+    """About 5,000 mixed runs (or 10 s) are each exactly right and leak no thread or memory.
+
+    On an interruptible memory about 2 % of the runs hang and are cancelled.
+    """
+    run_soak(make_pool, kernel, 5_000, 10.0, interruptible)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("interruptible", [False, True], ids=["plain", "interruptible"])
 def test_soak_50000_mixed_runs_stay_correct_and_leak_nothing(
-    make_pool: MakePool, kernel: LoadKernel
+    make_pool: MakePool, kernel: LoadKernel, interruptible: bool
 ) -> None:
     """50,000 mixed runs are each exactly right and leak no thread or memory."""
-    run_soak(make_pool, kernel, 50_000, None)
+    run_soak(make_pool, kernel, 50_000, None, interruptible)

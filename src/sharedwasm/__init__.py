@@ -6,6 +6,7 @@ from ._errors import KernelError as KernelError
 from ._errors import KernelTrap as KernelTrap
 from ._errors import LayoutError as LayoutError
 from ._errors import PoolClosedError as PoolClosedError
+from ._errors import RunCancelled as RunCancelled
 from ._errors import RunTimeout as RunTimeout
 from ._errors import SharedWasmError as SharedWasmError
 from ._errors import SharedWasmInternalError as SharedWasmInternalError
@@ -31,6 +32,7 @@ __all__ = [
     "Memory",
     "PoolClosedError",
     "PoolStatistics",
+    "RunCancelled",
     "RunResult",
     "RunTimeout",
     "SharedWasmError",

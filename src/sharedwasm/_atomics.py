@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import operator
 import threading
@@ -98,24 +99,17 @@ def _helper_wat() -> str:
     return f'(module\n  (import "env" "memory" (memory 0 65536 shared))\n  {body})'
 
 
-_helper_module_lock = threading.Lock()
-_helper_module: wasmtime.Module | None = None
-
-
-def _module() -> wasmtime.Module:
-    global _helper_module
-    with _helper_module_lock:
-        if _helper_module is None:
-            _helper_module = wasmtime.Module(_wasmtime.engine(), _helper_wat())
-        return _helper_module
+@functools.cache
+def _module(interruptible: bool) -> wasmtime.Module:
+    return wasmtime.Module(_wasmtime.engine(interruptible), _helper_wat())
 
 
 class Helper:
     """One thread's helper instance over one memory: raw callers by export name."""
 
     def __init__(self, memory: Memory) -> None:
-        self.store = wasmtime.Store(_wasmtime.engine())
-        instance = wasmtime.Instance(self.store, _module(), [memory._shared])
+        self.store = _wasmtime.new_store(memory.interruptible)
+        instance = wasmtime.Instance(self.store, _module(memory.interruptible), [memory._shared])
         self.funcs: dict[str, _wasmtime.RawFunc] = {}
         for name, func in instance.exports(self.store)._extern_map.items():
             assert isinstance(func, wasmtime.Func)

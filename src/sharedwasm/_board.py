@@ -24,7 +24,7 @@ Guarantees:
 from __future__ import annotations
 
 from . import _atomics
-from ._layout import CONTROL_WORDS, Command, Control, Layout, Status
+from ._layout import CONTROL_WORDS, Command, Control, Layout, Record, Status
 from ._memory import Memory
 
 _ALL = -1  # notify count u32 max, as it travels in an i32 slot
@@ -58,6 +58,10 @@ class StatusBoard:
     def add(self, word: Control, delta: int) -> int:
         """Atomically add to a control word; return the old value."""
         return self._call("add32", self.layout.control_address(word), delta)
+
+    def store_record(self, worker_index: int, field: Record, value: int) -> None:
+        """Atomically write an i32 field of a worker's record."""
+        self._call("store32", self.layout.record_address(worker_index) + field, value)
 
     def clear(self) -> None:
         """Zero every status slot and control word (at pool start, before any worker)."""

@@ -9,6 +9,7 @@ also from the builtin exception that fits, so code that already catches
      ├─ LayoutError(ValueError)        regions overlap, or an offset is out of bounds or misaligned
      ├─ KernelTrap(RuntimeError)       a partition trapped; .worker_index .start .end .trap
      ├─ RunTimeout(TimeoutError)       a run did not finish within its timeout
+     ├─ RunCancelled(CancelledError)   a run was cancelled (concurrent.futures.CancelledError)
      ├─ PoolClosedError(RuntimeError)  the pool was closed by its owner
      └─ BrokenPoolError(RuntimeError)  the pool cannot be used after a failure
     SharedWasmInternalError(Exception) a bug in sharedwasm; please report it
@@ -20,6 +21,7 @@ way the standard library does.
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import Sequence
 
 
@@ -77,6 +79,12 @@ class KernelTrap(SharedWasmError, RuntimeError):
 
 class RunTimeout(SharedWasmError, TimeoutError):
     """A run did not finish within its timeout."""
+
+
+class RunCancelled(SharedWasmError, concurrent.futures.CancelledError):
+    """A run was cancelled (by `WorkerPool.cancel` or its task's cancellation)
+    before every share finished; the output of the shares that did not finish
+    is incomplete. The pool is ready for the next run."""
 
 
 class PoolClosedError(SharedWasmError, RuntimeError):

@@ -10,13 +10,16 @@ The ABI:
 * exports `compute_partition(start: i32, end: i32) -> ()`, called with a
   half-open range of element indices.
 
-Compilation happens once, here; every worker instantiates the same compiled
-module in its own store.
+Compilation happens once per engine, here; every worker instantiates the same
+compiled module in its own store. The plain engine's compile happens when the
+kernel is built (it is also the validation); the interruptible engine's, with
+its epoch checks, on the first pool over an interruptible memory.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import wasmtime
@@ -55,6 +58,9 @@ class Kernel:
 
     def __init__(self, module: wasmtime.Module, wasm: bytes, *, name: str = "kernel") -> None:
         self._module = module
+        self._wasm = wasm
+        self._modules = {False: module}
+        self._compile_lock = threading.Lock()
         self.name = name
         self.memory_minimum, self.memory_maximum = self._check_abi(module, wasm)
         self.globals: tuple[str, ...] = tuple(
@@ -186,6 +192,16 @@ class Kernel:
             got = _describe_signature(signature) if kind == "func" else kind
             raise KernelError(f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {got})")
         return memory
+
+    def _module_for(self, interruptible: bool) -> wasmtime.Module:
+        """Return this kernel compiled for the plain or the interruptible engine."""
+        with self._compile_lock:
+            module = self._modules.get(interruptible)
+            if module is None:
+                # The bytes compiled once already; only the code generated differs.
+                module = wasmtime.Module(_wasmtime.engine(interruptible), self._wasm)
+                self._modules[interruptible] = module
+            return module
 
     def _imports(
         self, store: wasmtime.Store, memory: object, values: dict[str, int]

@@ -46,6 +46,9 @@ class Status(enum.IntEnum):
     """The worker finished its partition of the current run."""
     TRAPPED = -1
     """The worker's partition trapped; the run reports a `KernelTrap`."""
+    CANCELLED = -2
+    """The run was cancelled before this worker finished its share: it was
+    interrupted, or it stopped claiming work, or it never started."""
 
 
 class Control(enum.IntEnum):
@@ -80,9 +83,16 @@ class Control(enum.IntEnum):
     STANDBY_GENERATION = 14
     """Bumped, after GENERATION, when worker 0's share goes to the standby thread
     instead of the caller (a run with a timeout); the standby thread waits on it."""
+    CANCEL = 15
+    """The generation of the run to cancel: a worker starts no more work for
+    that run once this equals GENERATION. Reset to the previous generation
+    before each run is published."""
     HOST_SCRATCH = 16
     """Where the clock writes the host's readings (int64: words 16-17), apart from
     worker 0's record, which the standby thread may be using at the same time."""
+    HOST_BUSY = 18
+    """1 while the caller's thread is inside the kernel (worker 0's share of an
+    untimed run): only then may an interrupt stop the caller's call."""
 
 
 class Schedule(enum.IntEnum):
@@ -109,6 +119,9 @@ class Record(enum.IntEnum):
     """i32: start of the call in progress, to name the range of a trap."""
     CUR_END = 20
     """i32: end of the call in progress."""
+    BUSY = 24
+    """i32: 1 while the worker's thread is inside the kernel; only then may an
+    interrupt stop it (never while it waits for work or counts itself out)."""
     WAKE_TIME = 32
     """i64: wall-clock ns when the worker saw the command."""
     T_START = 40

@@ -35,6 +35,7 @@ from ._errors import (
     KernelTrap,
     LayoutError,
     PoolClosedError,
+    RunCancelled,
     RunTimeout,
     SharedWasmInternalError,
 )
@@ -42,6 +43,7 @@ from ._kernel import Kernel
 from ._layout import RECORD_BYTES, Control, Layout, Record, Schedule, Status
 from ._memory import Memory
 from ._runner import Runner
+from ._wasmtime import as_i32, engine, is_interrupt
 from ._worker import Worker
 
 MAX_WORKERS = 1024
@@ -58,6 +60,15 @@ steals time from the threads doing the work, so then the default is 0."""
 _PARK_SLICE_NS = 100_000_000
 """The host parks in slices of 0.1 s, to notice close() and dead workers."""
 
+CANCEL_GRACE = 0.15
+"""Seconds a run that timed out, or whose task was cancelled, is given to
+stop after it was cancelled: an interruptible kernel stops within
+microseconds, and a run that ends in that time leaves the pool ready."""
+
+_INTERRUPT_EVERY = 0.02
+"""Seconds between epoch bumps while waiting for a cancelled run to stop
+(each bump makes a busy worker check whether it must stop)."""
+
 _LATENCY_WINDOW = 1024
 """Dispatch-latency samples kept for `statistics()`."""
 
@@ -67,6 +78,7 @@ uneven work, coarse enough that claiming a chunk (one compare-exchange)
 costs nothing next to computing it."""
 
 _DONE = int(Status.DONE)
+_CANCELLED = int(Status.CANCELLED)
 _I32 = RECORD_BYTES // 4
 _I64 = RECORD_BYTES // 8
 _START, _END = Record.START // 4, Record.END // 4
@@ -129,6 +141,22 @@ class PoolStatistics:
     """99th percentile of the same samples."""
 
 
+class _Ticket:
+    """One call of `run`, so that a cancel can name it and no other."""
+
+    __slots__ = ("cancelled", "generation")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.generation: int | None = None
+
+
+def _interrupt(memory: Memory) -> None:
+    """Make every busy thread on `memory`'s engine check whether to stop."""
+    if memory.interruptible:
+        engine(True).increment_epoch()
+
+
 class _State(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
@@ -145,8 +173,19 @@ def _shutdown(board: StatusBoard, workers: list[Worker], name: str, timeout: flo
         board.publish_exit()
     deadline = time.monotonic() + timeout
     for worker in workers:
-        if worker.thread.ident is not None:
-            worker.thread.join(max(0.0, deadline - time.monotonic()))
+        while worker.thread.ident is not None and worker.thread.is_alive():
+            # A worker still inside the kernel stops at its next check after
+            # a bump (EXIT is published first, so the check sees it).
+            _interrupt(board.memory)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            worker.thread.join(min(left, _INTERRUPT_EVERY))
+
+
+def _discard_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
@@ -248,7 +287,12 @@ class WorkerPool:
         self._board.clear()
         self._lock = threading.Lock()
         self._state = _State.OPEN
+        # What a cancel needs, consistent under _cancel_lock: whether a run is
+        # in flight and the generation it was published as (mod 2**32).
+        self._cancel_lock = threading.Lock()
         self._in_flight = False
+        self._generation = 0
+        self._flight: _Ticket | None = None
         lay = self._layout
         self._records32 = memory.view(np.int32, offset=lay.records_offset, count=workers * _I32)
         self._records64 = memory.view(np.int64, offset=lay.records_offset, count=workers * _I64)
@@ -274,7 +318,7 @@ class WorkerPool:
         try:
             for worker in self._workers:
                 worker.start()
-            self._host = Runner(kernel, memory, lay, 0)
+            self._host = Runner(kernel, memory, lay, 0, host=True)
             for worker in self._workers:
                 worker.ready.result()
         except BaseException:
@@ -435,6 +479,7 @@ class WorkerPool:
                 64 claims per worker. Must be None for a static run.
             timeout: seconds to wait for the run, including for a run still
                 in flight from another thread; None waits as long as it takes.
+                When it passes, the run is cancelled (see `cancel`).
 
         Blocks the calling thread, which computes worker 0's share itself,
         until every share is done. May be called from any thread; concurrent
@@ -442,18 +487,32 @@ class WorkerPool:
 
         Raises:
             KernelTrap: a share trapped; the other shares completed.
-            RunTimeout: the run did not finish in time. It keeps running in
-                the background and the next call waits for it first.
+            RunTimeout: the run did not finish in time. It was cancelled; if
+                it stopped within `CANCEL_GRACE` seconds the pool is ready,
+                otherwise it keeps running in the background and the next
+                call waits for it first.
+            RunCancelled: `cancel()` stopped the run.
             PoolClosedError: the pool is closed, or was closed during the run.
             BrokenPoolError: a worker thread died.
             LayoutError: `elements` does not fit the data region.
         """
+        return self._run(run_id, elements, element_size, schedule, chunk, timeout, _Ticket())
+
+    def _run(
+        self,
+        run_id: str,
+        elements: int | None,
+        element_size: int,
+        schedule: Literal["static", "dynamic"],
+        chunk: int | None,
+        timeout: float | None,
+        ticket: _Ticket,
+    ) -> RunResult:
         timeout = _check_timeout(timeout)
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # centuries: no limit, which Lock.acquire also accepts
         deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
-            raise RunTimeout(f"run {run_id!r}: another run held {self.name} for {timeout} s")
+        self._acquire(run_id, timeout, deadline, ticket)
         try:
             self._check_open()
             if self._in_flight:
@@ -462,7 +521,7 @@ class WorkerPool:
                         f"run {run_id!r}: an earlier run of {self.name} was still in flight "
                         f"after {timeout} s; board {self._board.snapshot()}"
                     )
-                self._in_flight = False
+                self._land()
             total, size = self._elements(elements, element_size)
             kind, chunk_elements = self._schedule(schedule, chunk, total)
             host_failure: BaseException | None = None
@@ -475,13 +534,21 @@ class WorkerPool:
             # A caller that must be able to give up cannot be the one computing.
             args[4].i32 = deadline is not None
             args[5].i32 = size
-            self._in_flight = True
+            with self._cancel_lock:
+                if ticket.cancelled:
+                    raise RunCancelled(f"run {run_id!r} was cancelled before it started")
+                self._generation = (self._generation + 1) & 0xFFFFFFFF
+                ticket.generation = self._generation
+                self._flight = ticket
+                self._in_flight = True
             t0 = time.perf_counter()
             try:
                 publish.call()
             except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
                 host_failure = exc
-                self._board.set_status(0, Status.TRAPPED)
+                # The trap unwound past the runner's own reset of the busy word.
+                self._board.store(Control.HOST_BUSY, 0)
+                self._board.set_status(0, Status.CANCELLED if is_interrupt(exc) else Status.TRAPPED)
                 self._board.finish()
             spin_ns = self._spin_ns if deadline is None else self._standby_spin_ns
             if host_failure is None and args[0].i32:
@@ -489,21 +556,102 @@ class WorkerPool:
                 # CPU, and spinning here would keep it waiting for its turn.
                 spin_ns = 0
             if not self._wait(deadline, spin_ns):
-                raise RunTimeout(
-                    f"run {run_id!r} did not finish within {timeout} s; "
-                    f"board {self._board.snapshot()}"
-                )
+                self._stop_after_timeout(run_id, timeout, host_failure)
             elapsed = time.perf_counter() - t0
-            self._in_flight = False
+            self._land()
             return self._collect(run_id, elapsed, host_failure)
         finally:
             self._lock.release()
+
+    def _acquire(
+        self, run_id: str, timeout: float | None, deadline: float | None, ticket: _Ticket
+    ) -> None:
+        """Take the run lock, giving up at `deadline` or when `ticket` is cancelled."""
+        if self._lock.acquire(blocking=False):
+            return
+        # Queued behind another run: wake now and then, so that a cancelled
+        # task's thread leaves the queue (an event loop's shutdown joins it).
+        while not self._lock.acquire(timeout=_INTERRUPT_EVERY):
+            if ticket.cancelled:
+                raise RunCancelled(f"run {run_id!r} was cancelled before it started")
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunTimeout(f"run {run_id!r}: another run held {self.name} for {timeout} s")
+
+    def _land(self) -> None:
+        """Mark the run in flight as over: a cancel can no longer reach it."""
+        with self._cancel_lock:
+            self._in_flight = False
+            self._flight = None
+
+    def _stop_after_timeout(
+        self, run_id: str, timeout: float | None, host_failure: BaseException | None
+    ) -> None:
+        """Cancel a run that outlived its timeout, give it `CANCEL_GRACE`, and raise."""
+        assert self._flight is not None
+        self._cancel(self._flight)
+        grace_end = time.monotonic() + CANCEL_GRACE
+        stopped = False
+        while not stopped and time.monotonic() < grace_end:
+            stopped = self._wait(min(grace_end, time.monotonic() + _INTERRUPT_EVERY), 0)
+            if not stopped:
+                _interrupt(self._memory)
+        if not stopped:
+            how = (
+                "it did not stop when interrupted (a kernel blocked in memory.atomic.wait "
+                "stops only when woken)"
+                if self._memory.interruptible
+                else "it was asked to stop, but a kernel on a memory made without "
+                "interruptible=True stops only between chunks of work"
+            )
+            raise RunTimeout(
+                f"run {run_id!r} did not finish within {timeout} s and {how}; it keeps "
+                f"running and the next call waits for it; board {self._board.snapshot()}"
+            )
+        self._land()
+        snapshot = self._board.snapshot()
+        message = (
+            f"run {run_id!r} did not finish within {timeout} s; it was stopped and "
+            f"{self.name} is ready for the next run; board {snapshot}"
+        )
+        try:
+            self._collect(run_id, 0.0, host_failure)
+        except RunCancelled:
+            raise RunTimeout(message) from None
+        # Every share ended in the grace period (a fault would have raised
+        # KernelTrap, which outranks the timeout), but past the deadline.
+        raise RunTimeout(message)
+
+    def cancel(self) -> bool:
+        """Cancel the run in flight, if any; return True if there was one.
+
+        The run's caller gets `RunCancelled` (the shares that finished keep
+        their output). On a memory made with `interruptible=True` a worker
+        inside the kernel stops at once; otherwise the workers start no more
+        work (no new chunk of a dynamic run, no share not yet begun) and the
+        calls already inside the kernel run to their end. The pool is ready
+        for the next run as soon as the cancelled one ends. May be called
+        from any thread; never blocks on the run.
+        """
+        with self._cancel_lock:
+            ticket = self._flight
+        return ticket is not None and self._cancel(ticket)
+
+    def _cancel(self, ticket: _Ticket) -> bool:
+        with self._cancel_lock:
+            ticket.cancelled = True
+            if self._flight is not ticket or ticket.generation is None:
+                return False
+            # CANCEL before the epoch bump: a worker the bump makes check
+            # must see it (see _runner._interrupt_check).
+            self._board.store(Control.CANCEL, as_i32(ticket.generation))
+        _interrupt(self._memory)
+        return True
 
     def _collect(
         self, run_id: str, elapsed: float, host_failure: BaseException | None
     ) -> RunResult:
         if host_failure is not None or self._status.tolist().count(_DONE) != self.workers:
-            self._raise_failures(host_failure)
+            self._raise_failures(run_id, host_failure)
         r32 = self._records32.tolist()
         r64 = self._records64.tolist()
         published = int(self._published[0])
@@ -530,14 +678,14 @@ class WorkerPool:
         self._runs += 1
         return RunResult(run_id, elapsed, done)
 
-    def _raise_failures(self, host_failure: BaseException | None) -> None:
+    def _raise_failures(self, run_id: str, host_failure: BaseException | None) -> None:
         generation = self._board.load(Control.GENERATION)
         failures: list[tuple[int, BaseException]] = []
         if host_failure is not None:
             failures.append((0, host_failure))
         for worker in self._workers:
-            if worker.failure is not None and worker.failure[0] == generation:
-                failures.append((worker.index, worker.failure[1]))
+            if worker.failure is not None and worker.failure.generation == generation:
+                failures.append((worker.index, worker.failure.error))
         traps: list[tuple[KernelTrap, BaseException]] = []
         for index, error in failures:
             if not isinstance(error, wasmtime.Trap | wasmtime.WasmtimeError):
@@ -545,21 +693,32 @@ class WorkerPool:
                 raise BrokenPoolError(
                     f"worker {index} of {self.name} failed outside the kernel: {error!r}"
                 ) from error
+            if is_interrupt(error):
+                continue  # a cancelled share, reported below
             b32 = index * _I32
             start, end = (
                 int(self._records32[b32 + _CUR_START]),
                 int(self._records32[b32 + _CUR_END]),
             )
             traps.append((KernelTrap(index, start, end, str(error)), error))
-        if not traps:
-            raise SharedWasmInternalError(
-                f"{self.name}: a status slot is not DONE but no worker failed; "
-                f"board {self._board.snapshot()}"
+        if traps:
+            first, cause = traps[0]
+            raise KernelTrap(
+                first.worker_index, first.start, first.end, first.trap, [t for t, _ in traps[1:]]
+            ) from cause
+        # Closed during the run: that is the error to report.
+        self._check_open()
+        statuses = self._status.tolist()
+        stopped = [i for i, status in enumerate(statuses) if status == _CANCELLED]
+        if stopped:
+            raise RunCancelled(
+                f"run {run_id!r} was cancelled: worker(s) {stopped} of {self.name} stopped "
+                f"before finishing their share; statuses {statuses}"
             )
-        first, cause = traps[0]
-        raise KernelTrap(
-            first.worker_index, first.start, first.end, first.trap, [t for t, _ in traps[1:]]
-        ) from cause
+        raise SharedWasmInternalError(
+            f"{self.name}: a status slot is not DONE but no worker failed; "
+            f"board {self._board.snapshot()}"
+        )
 
     def statistics(self) -> PoolStatistics:
         """Return a snapshot of the runs so far. Never blocks on a run."""
@@ -587,18 +746,26 @@ class WorkerPool:
     ) -> RunResult:
         """Run like `run` on a worker thread of asyncio, so the event loop keeps going.
 
-        Cancelling the awaiting task stops the wait, not the run: the run
-        completes in the background and the next run waits for it.
+        Cancelling the awaiting task cancels this run (and no other), as
+        `cancel` does, waits up to `CANCEL_GRACE` seconds for it to stop, then
+        lets `asyncio.CancelledError` propagate. A run that has not stopped by
+        then (a kernel that cannot be interrupted) keeps running in the
+        background, and the next run waits for it.
         """
-        return await asyncio.to_thread(
-            self.run,
-            run_id,
-            elements=elements,
-            element_size=element_size,
-            schedule=schedule,
-            chunk=chunk,
-            timeout=timeout,
+        ticket = _Ticket()
+        future = asyncio.ensure_future(
+            asyncio.to_thread(
+                self._run, run_id, elements, element_size, schedule, chunk, timeout, ticket
+            )
         )
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            self._cancel(ticket)
+            await asyncio.wait({future}, timeout=CANCEL_GRACE)
+            # Whatever the run ends with belongs to nobody now.
+            future.add_done_callback(_discard_outcome)
+            raise
 
     def grow(self, delta_pages: int) -> int:
         """Grow the memory after the run in flight; return the previous page count.
@@ -613,14 +780,17 @@ class WorkerPool:
             self._check_open()
             if self._in_flight:
                 self._wait(None, 0)
-                self._in_flight = False
+                self._land()
             return self._memory.grow(delta_pages)
 
     def close(self) -> None:
         """Stop the workers and release the memory's board. Idempotent.
 
-        Blocks for at most about a second while worker threads exit; a worker
-        stuck in a kernel call is left to finish as a daemon thread.
+        A run in flight is stopped: on a memory made with
+        `interruptible=True` its workers are interrupted, and its caller gets
+        `PoolClosedError`. Blocks for at most about a second while worker
+        threads exit; a worker that cannot be interrupted and is stuck in a
+        kernel call is left to finish as a daemon thread.
         """
         if self._state is not _State.CLOSED:
             self._state = _State.CLOSED

@@ -34,14 +34,16 @@ Guarantees:
 
 from __future__ import annotations
 
+import ctypes
 import functools
+from collections.abc import Callable
 
 import wasmtime
 
 from . import _wasmtime
 from ._errors import KernelError, error_cause
 from ._kernel import ENTRY_POINT, Kernel
-from ._layout import RECORD_BYTES, Command, Control, Layout, Record, Schedule
+from ._layout import RECORD_BYTES, Command, Control, Layout, Record, Schedule, Status
 from ._memory import Memory
 
 CLOCK_REALTIME = 0
@@ -90,11 +92,26 @@ def runner_wat() -> str:
   (func $min_u (param $a i32) (param $b i32) (result i32)
     (select (local.get $a) (local.get $b) (i32.lt_u (local.get $a) (local.get $b))))
 
-  ;; One worker's share of the current run; ends with its status DONE and
-  ;; its count out of PENDING. A trap leaves both to the Python side.
-  (func $share (param $index i32) (param $workers i32)
+  ;; 1 once the current run is cancelled: no new work may start.
+  (func $cancelled (result i32)
+    (i32.eq (i32.atomic.load {_ctl(Control.CANCEL)}) (i32.atomic.load {gen})))
+
+  ;; compute_partition with $busy set around it: the word an interrupt
+  ;; checks, so only code inside the kernel is ever stopped. Plain stores:
+  ;; the interrupt check runs on this same thread.
+  (func $compute_busy (param $busy i32) (param $s i32) (param $e i32)
+    (i32.store (local.get $busy) (i32.const 1))
+    (call $compute (local.get $s) (local.get $e))
+    (i32.store (local.get $busy) (i32.const 0)))
+
+  ;; One worker's share of the current run; ends with its status DONE (or
+  ;; CANCELLED if it stopped early) and its count out of PENDING. A trap
+  ;; leaves both to the Python side.
+  (func $share (param $index i32) (param $workers i32) (param $busy i32)
     (local $rec i32) (local $total i32) (local $chunk i32) (local $s i32) (local $e i32)
     (local $count i32) (local $chunks i32) (local $first i32) (local $last i32) (local $slot i32)
+    (local $status i32)
+    (local.set $status (i32.const {Status.DONE}))
     (local.set $rec (call $record (local.get $index)))
     (local.set $slot (i32.add (global.get $status) (i32.shl (local.get $index) (i32.const 2))))
     (local.set $total (i32.atomic.load {_ctl(Control.ELEMENTS)}))
@@ -117,15 +134,22 @@ def runner_wat() -> str:
         (i32.store {_rec(Record.END)} (local.get $e))
         (i32.store {_rec(Record.CUR_START)} (local.get $s))
         (i32.store {_rec(Record.CUR_END)} (local.get $e))
-        (call $compute (local.get $s) (local.get $e))
-        (local.set $count (i32.sub (local.get $e) (local.get $s)))
-        (local.set $chunks (i32.const 1)))
+        (if (call $cancelled)
+          (then (local.set $status (i32.const {Status.CANCELLED})))
+          (else
+            (call $compute_busy (local.get $busy) (local.get $s) (local.get $e))
+            (local.set $count (i32.sub (local.get $e) (local.get $s)))
+            (local.set $chunks (i32.const 1)))))
       (else
         (local.set $chunk (i32.atomic.load {_ctl(Control.CHUNK)}))
         (local.set $first (local.get $total))
         (local.set $last (local.get $total))
         (block $drained
           (loop $claim
+            (if (call $cancelled)
+              (then
+                (local.set $status (i32.const {Status.CANCELLED}))
+                (br $drained)))
             (local.set $s (i32.atomic.load {_ctl(Control.NEXT)}))
             (br_if $drained (i32.ge_u (local.get $s) (local.get $total)))
             (local.set $e
@@ -141,7 +165,7 @@ def runner_wat() -> str:
             (local.set $last (local.get $e))
             (i32.store {_rec(Record.CUR_START)} (local.get $s))
             (i32.store {_rec(Record.CUR_END)} (local.get $e))
-            (call $compute (local.get $s) (local.get $e))
+            (call $compute_busy (local.get $busy) (local.get $s) (local.get $e))
             (local.set $count (i32.add (local.get $count) (i32.sub (local.get $e) (local.get $s))))
             (local.set $chunks (i32.add (local.get $chunks) (i32.const 1)))
             (br $claim)))
@@ -153,7 +177,7 @@ def runner_wat() -> str:
     (i64.store {_rec(Record.T_END)} {mono})
     ;; DONE, then count out: an observer that sees PENDING reach 0 sees
     ;; every slot final and every record and output byte written.
-    (i32.atomic.store (local.get $slot) (i32.const 1))
+    (i32.atomic.store (local.get $slot) (local.get $status))
     (drop (memory.atomic.notify (local.get $slot) (i32.const -1)))
     (if (i32.eq (i32.atomic.rmw.sub {pending} (i32.const 1)) (i32.const 1))
       (then
@@ -193,7 +217,7 @@ def runner_wat() -> str:
       (i64.store {_rec(Record.WAKE_TIME)} {wall})
       (if (i32.eq (i32.atomic.load {_ctl(Control.COMMAND)}) (i32.const {Command.EXIT}))
         (then (return (local.get $seen))))
-      (call $share (local.get $index) (local.get $workers))
+      (call $share (local.get $index) (local.get $workers) {_rec(Record.BUSY)})
       (br $next_command))
     unreachable)
 
@@ -203,7 +227,7 @@ def runner_wat() -> str:
   (func (export "host_run")
     (param $workers i32) (param $elements i32) (param $schedule i32) (param $chunk i32)
     (param $standby i32) (param $element_size i32) (result i32)
-    (local $i i32) (local $woke i32)
+    (local $i i32) (local $woke i32) (local $old i32) (local $c i32)
     ;; Reset every slot first, so DONE always means "done with this run".
     (block $reset
       (loop $slots
@@ -221,6 +245,16 @@ def runner_wat() -> str:
     (i32.atomic.store {_ctl(Control.COMMAND)} (i32.const {Command.RUN}))
     (i64.atomic.store {_ctl(Control.PUBLISH_TIME)}
       {host_wall})
+    ;; Clear a cancel left from an earlier run, unless it already names the
+    ;; run being published (a cancel from another thread may come before
+    ;; the bump): CANCEL = the old generation, which is never current again
+    ;; until the counter wraps. Only a cancel stores anything else, and only
+    ;; old + 1, so a failed compare-exchange means this run is cancelled.
+    (local.set $old (i32.atomic.load {gen}))
+    (local.set $c (i32.atomic.load {_ctl(Control.CANCEL)}))
+    (if (i32.ne (local.get $c) (i32.add (local.get $old) (i32.const 1)))
+      (then
+        (drop (i32.atomic.rmw.cmpxchg {_ctl(Control.CANCEL)} (local.get $c) (local.get $old)))))
     ;; The bump is the release of everything above; then wake the parked.
     (drop (i32.atomic.rmw.add {gen} (i32.const 1)))
     (if (i32.atomic.load {sleepers})
@@ -231,7 +265,7 @@ def runner_wat() -> str:
       (then
         (drop (i32.atomic.rmw.add {_ctl(Control.STANDBY_GENERATION)} (i32.const 1)))
         (drop (memory.atomic.notify {_ctl(Control.STANDBY_GENERATION)} (i32.const -1))))
-      (else (call $share (i32.const 0) (local.get $workers))))
+      (else (call $share (i32.const 0) (local.get $workers) {_ctl(Control.HOST_BUSY)})))
     (local.get $woke))
 
   ;; Wait for PENDING to reach 0: spin for spin_ns, then park for at most
@@ -270,36 +304,80 @@ def runner_wat() -> str:
 
 
 @functools.cache
-def runner_module() -> wasmtime.Module:
-    """Compile the runner once per process."""
-    return wasmtime.Module(_wasmtime.engine(), runner_wat())
+def runner_module(interruptible: bool = False) -> wasmtime.Module:
+    """Compile the runner once per process and engine."""
+    return wasmtime.Module(_wasmtime.engine(interruptible), runner_wat())
 
 
 @functools.cache
-def _linker() -> wasmtime.Linker:
-    linker = wasmtime.Linker(_wasmtime.engine())
+def _linker(interruptible: bool) -> wasmtime.Linker:
+    linker = wasmtime.Linker(_wasmtime.engine(interruptible))
     linker.define_wasi()
     return linker
+
+
+def _interrupt_check(memory: Memory, layout: Layout, busy_address: int) -> Callable[[], bool]:
+    """Return the test an epoch bump applies to one store: stop it, or let it run?
+
+    Only a thread inside the kernel (its busy word set by the runner) of a
+    run that was cancelled, or of a pool that is closing, is stopped; one
+    waiting for work or counting itself out never is, so an interrupt cannot
+    tear the protocol. The words are read plainly: the busy word is this
+    thread's own, and CANCEL and COMMAND are stored before the epoch bump
+    that leads here (if a weakly ordered CPU shows an old value, the next
+    bump tries again).
+    """
+    base = memory._base
+    busy = ctypes.c_int32.from_address(base + busy_address)
+    cancel = ctypes.c_int32.from_address(base + layout.control_address(Control.CANCEL))
+    generation = ctypes.c_int32.from_address(base + layout.control_address(Control.GENERATION))
+    command = ctypes.c_int32.from_address(base + layout.control_address(Control.COMMAND))
+    exit_command = int(Command.EXIT)
+
+    def should_stop() -> bool:
+        return bool(busy.value) and (
+            cancel.value == generation.value or command.value == exit_command
+        )
+
+    return should_stop
 
 
 class Runner:
     """One worker's store, with the kernel and the runner instantiated in it.
 
+    `host` selects the caller's runner, which marks itself busy in the
+    control block rather than in worker 0's record (the standby thread owns
+    that one while it stands in for the caller).
+
     Not thread-safe: used by one thread at a time (a worker's own thread, or
     whichever thread holds the pool's run lock for worker 0).
     """
 
-    def __init__(self, kernel: Kernel, memory: Memory, layout: Layout, index: int) -> None:
+    def __init__(
+        self, kernel: Kernel, memory: Memory, layout: Layout, index: int, *, host: bool = False
+    ) -> None:
         try:
-            self._instantiate(kernel, memory, layout, index)
+            self._instantiate(kernel, memory, layout, index, host)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise KernelError(
                 f"{kernel.name} failed to instantiate in worker {index}: "
                 f"{error_cause(str(exc), repr(exc))}"
             ) from exc
 
-    def _instantiate(self, kernel: Kernel, memory: Memory, layout: Layout, index: int) -> None:
-        self.store = wasmtime.Store(_wasmtime.engine())
+    def _instantiate(
+        self, kernel: Kernel, memory: Memory, layout: Layout, index: int, host: bool
+    ) -> None:
+        interruptible = memory.interruptible
+        self.store = _wasmtime.new_store(interruptible)
+        if interruptible:
+            busy = (
+                layout.control_address(Control.HOST_BUSY)
+                if host
+                else layout.record_address(index) + Record.BUSY
+            )
+            self._interrupt = _wasmtime.interrupt_when(
+                self.store, _interrupt_check(memory, layout, busy)
+            )
         # No arguments, environment or preopened directories: the runner
         # only reads the clock, and kernels see no WASI at all.
         self.store.set_wasi(wasmtime.WasiConfig())
@@ -309,19 +387,21 @@ class Runner:
             "total_workers": layout.workers,
         }
         externs = kernel._imports(self.store, memory._shared, values)
-        kernel_instance = wasmtime.Instance(self.store, kernel._module, externs)  # type: ignore[arg-type]
+        module = kernel._module_for(interruptible)
+        kernel_instance = wasmtime.Instance(self.store, module, externs)  # type: ignore[arg-type]
         compute = kernel_instance.exports(self.store)[ENTRY_POINT]
         imports: list[object] = []
-        for imp in runner_module().imports:
+        runner = runner_module(interruptible)
+        for imp in runner.imports:
             if imp.module == "wasi_snapshot_preview1":
-                imports.append(_linker().get(self.store, imp.module, str(imp.name)))
+                imports.append(_linker(interruptible).get(self.store, imp.module, str(imp.name)))
             elif imp.name == "memory":
                 imports.append(memory._shared)
             elif imp.name == ENTRY_POINT:
                 imports.append(compute)
             else:
                 imports.append(_wasmtime.i32_global(self.store, getattr(layout, str(imp.name))))
-        instance = wasmtime.Instance(self.store, runner_module(), imports)  # type: ignore[arg-type]
+        instance = wasmtime.Instance(self.store, runner, imports)  # type: ignore[arg-type]
         exports = instance.exports(self.store)
 
         def raw(name: str, slots: int) -> _wasmtime.RawFunc:

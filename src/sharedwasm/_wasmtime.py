@@ -2,9 +2,11 @@
 
 This is the one place that knows about wasmtime-py's internals:
 
-* the engine every sharedwasm object is built on (threads and shared memory
-  enabled, explicit bounds checks; a shared memory can only be imported by
-  modules of its own engine);
+* the two engines sharedwasm objects are built on (threads and shared memory
+  enabled, explicit bounds checks), one of them with epoch interruption; a
+  shared memory can only be imported by modules of its own engine;
+* `new_store` and `interrupt_when`, the per-store half of interruption: a
+  native epoch-deadline callback that traps only when asked to;
 * `SharedMemory`, a subclass that repairs two bugs of wasmtime-py 50's binding
   (bytecodealliance/wasmtime-py#318): `_as_extern` wraps the pointer twice, so
   instantiating a module with a shared memory fails, and `size()` passes a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import wasmtime
@@ -34,9 +37,18 @@ MAX_PAGES = 65536
 """Pages in the largest 32-bit memory (4 GiB)."""
 
 
+def engine(interruptible: bool = False) -> wasmtime.Engine:
+    """Return the process-wide engine for plain or for interruptible code.
+
+    Code compiled for the interruptible engine checks an epoch counter at
+    every function entry and loop back-edge, so another thread can stop it;
+    those checks cost 2.5-3x on tight compute loops, hence two engines.
+    """
+    return _engine(bool(interruptible))
+
+
 @functools.cache
-def engine() -> wasmtime.Engine:
-    """Return the process-wide engine all memories and kernels share."""
+def _engine(interruptible: bool) -> wasmtime.Engine:
     config = wasmtime.Config()
     config.wasm_threads = True
     config.shared_memory = True
@@ -48,7 +60,72 @@ def engine() -> wasmtime.Engine:
     # same access into an ordinary trap, at a cost on memory-bound kernels
     # (about 1.4-1.7x on SAXPY, none measurable on compute-bound ones).
     config.signals_based_traps = False
+    config.epoch_interruption = interruptible
     return wasmtime.Engine(config)
+
+
+INTERRUPTED = "sharedwasm: interrupted"
+"""The message of the error an interrupted call fails with."""
+
+
+def is_interrupt(error: BaseException) -> bool:
+    """Whether a failed call was stopped by `interrupt_when`, not by a fault of its own."""
+    return INTERRUPTED in str(error)
+
+
+_NEVER = 1 << 62
+"""An epoch deadline no pool reaches: the engine's epoch moves only on cancels."""
+
+_DeadlineCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.POINTER(ffi.wasmtime_context_t),
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ffi.wasmtime_update_deadline_kind_t),
+)
+_Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_UPDATE_DEADLINE_CONTINUE = 0
+
+
+def new_store(interruptible: bool) -> wasmtime.Store:
+    """Return a store on the plain or the interruptible engine whose code runs until it returns.
+
+    On the interruptible engine a store's deadline starts at the current
+    epoch, so its first check would trap; this one's is out of reach.
+    """
+    store = wasmtime.Store(engine(interruptible))
+    if interruptible:
+        store.set_epoch_deadline(_NEVER)
+    return store
+
+
+def interrupt_when(store: wasmtime.Store, should_stop: Callable[[], bool]) -> object:
+    """Make `store`'s code trap at its next epoch check after a bump if `should_stop()`.
+
+    The store must be on the interruptible engine. The engine's epoch moves
+    only when some pool cancels (`wasmtime.Engine.increment_epoch`), so the
+    callback, which takes the GIL, runs only then and costs nothing
+    otherwise. Returning False keeps the code running until the next bump.
+
+    Returns the native callback: keep it alive as long as the store.
+    """
+
+    def callback(_ctx: Any, _data: Any, delta: Any, kind: Any) -> int:
+        try:
+            stop = should_stop()
+        except BaseException:  # never let an exception unwind into wasmtime
+            stop = False
+        if stop:
+            error = ffi.wasmtime_error_new(INTERRUPTED.encode())
+            return ctypes.cast(error, ctypes.c_void_p).value or 0
+        delta[0] = 1
+        kind[0] = _UPDATE_DEADLINE_CONTINUE
+        return 0
+
+    native = _DeadlineCallback(callback)
+    ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), native, None, _Finalizer())
+    store.set_epoch_deadline(1)
+    return native
 
 
 class SharedMemory(wasmtime.SharedMemory):

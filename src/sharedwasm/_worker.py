@@ -11,7 +11,8 @@ Guarantees:
     returns, on EXIT or on a trap.
 
     On a trap the thread does in Python what the runner could not: it keeps
-    the error for the host, stores TRAPPED in its slot and counts itself out
+    the error for the host, stores TRAPPED in its slot (CANCELLED if the trap
+    is the interrupt of a cancelled run) and counts itself out
     of PENDING, in that order (so the host, which reads errors only after
     PENDING reaches 0, sees it), then re-enters the loop for the next run.
     The generation it re-enters with is that of the failed run: the host
@@ -25,14 +26,28 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+from typing import NamedTuple
 
 import wasmtime
 
 from ._board import StatusBoard
 from ._kernel import Kernel
-from ._layout import Control, Layout, Status
+from ._layout import Command, Control, Layout, Record, Status
 from ._memory import Memory
 from ._runner import Runner
+from ._wasmtime import is_interrupt
+
+
+class Failure(NamedTuple):
+    """How a worker's share of a run ended early."""
+
+    generation: int
+    """The run's generation."""
+    error: BaseException
+    """What the call raised."""
+    interrupted: bool
+    """True when the run was cancelled (or the pool closed) and the error is
+    the interrupt, not a fault of the kernel."""
 
 
 class Worker:
@@ -57,8 +72,8 @@ class Worker:
         self._layout = layout
         self._spin_ns = spin_ns
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self.failure: tuple[int, BaseException] | None = None
-        """(generation, error) of the last run whose share failed in this worker."""
+        self.failure: Failure | None = None
+        """The last run whose share failed in this worker."""
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> None:
@@ -90,17 +105,26 @@ class Worker:
                 return  # EXIT
             except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
                 # The failed run's generation: no other can be published until
-                # this worker counts out. The standby re-enters on its own word.
-                self.failure = (board.load(Control.GENERATION), exc)
+                # this worker counts out (only EXIT can come first, checked
+                # below). The standby re-enters on its own word.
+                generation = board.load(Control.GENERATION)
+                interrupted = is_interrupt(exc)
+                self.failure = Failure(generation, exc, interrupted)
                 seen = board.load(
                     Control.STANDBY_GENERATION if self.index == 0 else Control.GENERATION
                 )
-                board.set_status(self.index, Status.TRAPPED)
+                # The trap unwound past the runner's own reset of the busy word.
+                board.store_record(self.index, Record.BUSY, 0)
+                board.set_status(self.index, Status.CANCELLED if interrupted else Status.TRAPPED)
                 board.finish()
+                # EXIT stores COMMAND before it bumps the generation read into
+                # `seen`, so this sees it if `seen` already includes it.
+                if board.load(Control.COMMAND) == Command.EXIT:
+                    return
             except BaseException as exc:
                 # Not the kernel's fault: record it, release the host, and end
                 # the thread; the pool sees a dead worker and breaks.
-                self.failure = (board.load(Control.GENERATION), exc)
+                self.failure = Failure(board.load(Control.GENERATION), exc, False)
                 board.set_status(self.index, Status.TRAPPED)
                 board.finish()
                 raise
