@@ -58,6 +58,10 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             *TIMING_KEYS,
         },
     ),
+    "bench_cancel.py": (
+        {"cancel_latency", "timeout_overshoot", "plain", "interruptible"},
+        {"workers", "interruptible", *TIMING_KEYS},
+    ),
     "bench_idle.py": (
         {"baseline", "threadpool", "sharedwasm"},
         {"workers", "idle_s", "metric", "unit", "cpu_percent", "context_switches_per_s", "n"},

@@ -578,10 +578,14 @@ class WorkerPool:
                 raise RunTimeout(f"run {run_id!r}: another run held {self.name} for {timeout} s")
 
     def _land(self) -> None:
-        """Mark the run in flight as over: a cancel can no longer reach it."""
-        with self._cancel_lock:
-            self._in_flight = False
-            self._flight = None
+        """Mark the run in flight as over: a cancel can no longer reach it.
+
+        No lock: a cancel that read the old ticket just before may still
+        store CANCEL, naming a generation that is over; the next publish
+        clears it (see the runner's host_run).
+        """
+        self._flight = None
+        self._in_flight = False
 
     def _stop_after_timeout(
         self, run_id: str, timeout: float | None, host_failure: BaseException | None

@@ -1,0 +1,135 @@
+"""Cancellation: how fast a hung run stops, and what interruptibility costs.
+
+* `cancel_latency`: a 2-worker run on an interruptible memory whose kernel
+  spins forever in both shares (worker 0's on the calling thread); another
+  thread calls `pool.cancel()`. Measured: from the cancel call to the run
+  raising `RunCancelled` in its caller.
+* `timeout_overshoot`: the same hung run with `run(timeout=0.05)`. Measured:
+  how long after the 50 ms deadline `RunTimeout` arrives (the issue's bound
+  is 200 ms), with the pool ready again.
+* `plain` / `interruptible`: the compute-bound poly kernel (64 multiply-adds
+  per float32) over 8 MiB (256 KiB with --quick) on 2 workers, on a plain and
+  on an interruptible memory: the price of the epoch checks.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from _harness import build_wasm, emit, main_guard, parser, summarize, timeit
+
+import sharedwasm as sw
+
+BENCH = "cancel"
+WORKERS = 2
+TIMEOUT = 0.05
+
+
+def hung_pool(kernel: sw.Kernel) -> sw.WorkerPool:
+    pool = sw.WorkerPool(kernel, sw.Memory(2, 2, interruptible=True), WORKERS)
+    pool.data(np.int32)[0] = 1
+    return pool
+
+
+def cancel_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
+    """Seconds from `cancel()` to the hung run's caller getting RunCancelled."""
+    samples: list[float] = []
+    with hung_pool(kernel) as pool:
+        for _ in range(repeat):
+            raised = threading.Event()
+            stamp: list[float] = []
+
+            def call(pool: sw.WorkerPool = pool, raised: threading.Event = raised) -> None:
+                try:
+                    pool.run(elements=WORKERS)
+                except sw.RunCancelled:
+                    stamp.append(time.perf_counter())
+                raised.set()
+
+            caller = threading.Thread(target=call)
+            caller.start()
+            time.sleep(0.01)  # both shares are spinning by now
+            t0 = time.perf_counter()
+            if not pool.cancel():
+                raise RuntimeError("the run was not in flight when cancelled")
+            if not raised.wait(10.0) or not stamp:
+                raise RuntimeError("the cancelled run did not raise RunCancelled")
+            caller.join()
+            samples.append(stamp[0] - t0)
+    return samples
+
+
+def timeout_overshoot(kernel: sw.Kernel, repeat: int) -> list[float]:
+    """Seconds past a 50 ms timeout at which a hung run raises RunTimeout."""
+    samples: list[float] = []
+    with hung_pool(kernel) as pool:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            try:
+                pool.run(elements=WORKERS, timeout=TIMEOUT)
+            except sw.RunTimeout as exc:
+                if "ready for the next run" not in str(exc):
+                    raise RuntimeError(f"the hung run was not stopped: {exc}") from exc
+            else:
+                raise RuntimeError("a hung run returned")
+            samples.append(time.perf_counter() - t0 - TIMEOUT)
+    return samples
+
+
+def compute_cost(kernel: sw.Kernel, nbytes: int, repeat: int) -> dict[str, list[float]]:
+    pages = -(-(nbytes + 4096) // sw.PAGE_SIZE)
+    out: dict[str, list[float]] = {}
+    for name, interruptible in (("plain", False), ("interruptible", True)):
+        memory = sw.Memory(pages, pages, interruptible=interruptible)
+        with sw.WorkerPool(kernel, memory, WORKERS) as pool:
+            data = pool.data(np.float32)[: nbytes // 4]
+            data[:] = 1.0
+            out[name] = timeit(lambda pool=pool: pool.run(elements=nbytes // 4), repeat=repeat)
+    return out
+
+
+def main() -> int:
+    args = parser(str(__doc__).partition("\n")[0]).parse_args()
+    repeat = 3 if args.quick else 30
+    nbytes = (256 << 10) if args.quick else (8 << 20)
+    with tempfile.TemporaryDirectory() as tmp:
+        hang = sw.Kernel.from_file(build_wasm("hang_on_flag", Path(tmp)))
+        poly = sw.Kernel.from_file(build_wasm("poly_scalar", Path(tmp)))
+    emit(
+        BENCH,
+        "cancel_latency",
+        workers=WORKERS,
+        interruptible=True,
+        **summarize(cancel_latency(hang, repeat)),
+    )
+    emit(
+        BENCH,
+        "timeout_overshoot",
+        workers=WORKERS,
+        interruptible=True,
+        timeout_s=TIMEOUT,
+        **summarize(timeout_overshoot(hang, max(2, repeat // 3))),
+    )
+    cost = compute_cost(poly, nbytes, max(3, repeat // 3))
+    plain = statistics.median(cost["plain"])
+    for name, samples in cost.items():
+        emit(
+            BENCH,
+            name,
+            workers=WORKERS,
+            kernel="poly_scalar",
+            bytes=nbytes,
+            interruptible=name == "interruptible",
+            ratio_vs_plain=statistics.median(samples) / plain,
+            **summarize(samples),
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    main_guard(main)
