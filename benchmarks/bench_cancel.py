@@ -44,7 +44,11 @@ def cancel_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
             raised = threading.Event()
             stamp: list[float] = []
 
-            def call(pool: sw.WorkerPool = pool, raised: threading.Event = raised) -> None:
+            def call(
+                pool: sw.WorkerPool = pool,
+                raised: threading.Event = raised,
+                stamp: list[float] = stamp,
+            ) -> None:
                 try:
                     pool.run(elements=WORKERS)
                 except sw.RunCancelled:
