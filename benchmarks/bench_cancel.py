@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import threading
@@ -93,7 +94,8 @@ def compute_cost(kernel: sw.Kernel, nbytes: int, repeat: int) -> dict[str, list[
         with sw.WorkerPool(kernel, memory, WORKERS) as pool:
             data = pool.data(np.float32)[: nbytes // 4]
             data[:] = 1.0
-            out[name] = timeit(lambda pool=pool: pool.run(elements=nbytes // 4), repeat=repeat)
+            run = functools.partial(pool.run, elements=nbytes // 4)
+            out[name] = timeit(run, repeat=repeat)
     return out
 
 
