@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/sharedwasm demo
 
 test: $(STAMP)
+	scripts/ensure-chromium
 	scripts/test
 
 # All benchmarks (about 5 minutes): JSON lines and a chart in benchmarks/results/.

@@ -1,18 +1,20 @@
-"""The `sharedwasm` command line: `demo` and `info`."""
+"""The `sharedwasm` command line: `demo`, `serve` and `info`."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import platform
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from . import _builtin
+from . import _builtin, _serve
 from ._memory import Memory
 from ._pool import WorkerPool, default_workers
 from ._version import __version__
@@ -24,6 +26,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
     return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535] (got {value})")
+    return value
+
+
+def _directory(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"must be an existing directory (got {text!r})")
+    return path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +59,30 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--elements", type=int, default=None, help="float32 elements to process (default: all)"
     )
+    serve = sub.add_parser(
+        "serve",
+        help="serve a directory to a browser with the headers that shared memory needs",
+        description=(
+            "Serve DIR over HTTP with the cross-origin isolation headers, the sharedwasm "
+            f"JS runtime at {_serve.RUNTIME_PATH} and the built-in kernels at "
+            f"{_serve.KERNELS_PATH}; X.wasm is compiled from X.wat when only the text exists."
+        ),
+    )
+    serve.add_argument(
+        "dir",
+        metavar="DIR",
+        nargs="?",
+        type=_directory,
+        default=None,
+        help="directory to serve (default: the built-in demo)",
+    )
+    serve.add_argument(
+        "--port", type=_port, default=_serve.DEFAULT_PORT, help="0 picks a free port"
+    )
+    serve.add_argument(
+        "--host", default=_serve.DEFAULT_HOST, help="address to bind (default: loopback only)"
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     sub.add_parser("info", help="print versions and the CPU count")
     return parser
 
@@ -104,6 +144,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _serve_command(args: argparse.Namespace) -> int:
+    try:
+        server = _serve.make_server(args.dir, args.host, args.port, verbose=args.verbose)
+    except NotADirectoryError as exc:
+        print(f"sharedwasm serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(
+            f"sharedwasm serve: cannot listen on {args.host}:{args.port}: {reason}",
+            file=sys.stderr,
+        )
+        return 1
+    with server:
+        # Flushed, so a script or test reading a pipe sees the URL before any request.
+        print(f"serving {server.root} on {server.url}", flush=True)
+        # Ctrl-C is how this command ends, so it is a clean exit rather than an error.
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    return 0
+
+
 def _info() -> int:
     import importlib.metadata
 
@@ -121,4 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "serve":
+        return _serve_command(args)
     return _info()

@@ -1,0 +1,89 @@
+// The errors of the JavaScript runtime, with the names of the Python package's:
+//
+//   SharedWasmError(Error)
+//    ├─ KernelError        not wasm, breaks the kernel ABI, or fails to instantiate
+//    ├─ LayoutError        regions overlap, or an offset or count does not fit
+//    ├─ KernelTrap         a partition trapped; .workerIndex .start .end .trap .traps
+//    ├─ RunTimeout         a run did not finish within its timeout
+//    ├─ RunCancelled       a run was cancelled
+//    ├─ PoolClosedError    the pool was closed by its owner
+//    └─ BrokenPoolError    a worker died; the pool cannot be used
+//
+// Plain argument mistakes throw the builtin TypeError / RangeError, as the
+// Python package raises TypeError / ValueError.
+
+/** Base class of the errors sharedwasm throws on purpose. */
+export class SharedWasmError extends Error {}
+
+/** A module cannot be used as a kernel: not wasm, or it breaks the kernel ABI. */
+export class KernelError extends SharedWasmError {}
+
+/** A region of the shared memory is misplaced, misaligned or overlaps another. */
+export class LayoutError extends SharedWasmError {}
+
+/** The line of a trap's text that says what happened (the last non-empty one). */
+function trapCause(trap) {
+  const lines = String(trap)
+    .split("\n")
+    .map((line) => line.trim())
+    .filter(Boolean);
+  return lines.length ? lines[lines.length - 1] : "trap";
+}
+
+/**
+ * A worker's partition trapped.
+ *
+ * `workerIndex`, `start` and `end` name the call that trapped, `trap` is the
+ * engine's message, and `traps` lists every trap of the run, this one first.
+ */
+export class KernelTrap extends SharedWasmError {
+  /**
+   * @param {number} workerIndex
+   * @param {number} start
+   * @param {number} end
+   * @param {string} trap
+   * @param {KernelTrap[]} [traps] the other traps of the same run
+   * @param {ErrorOptions} [options]
+   */
+  constructor(workerIndex, start, end, trap, traps = [], options = undefined) {
+    super(
+      `worker ${workerIndex} trapped in compute_partition(${start}, ${end}): ${trapCause(trap)}`,
+      options,
+    );
+    this.workerIndex = workerIndex;
+    this.start = start;
+    this.end = end;
+    this.trap = trap;
+    this.traps = [this, ...traps];
+  }
+}
+
+/** A run did not finish within its timeout. */
+export class RunTimeout extends SharedWasmError {}
+
+/** A run was cancelled before every share finished. */
+export class RunCancelled extends SharedWasmError {}
+
+/** The pool was closed by its owner and cannot run anything more. */
+export class PoolClosedError extends SharedWasmError {}
+
+/** The pool failed in a way that leaves it unusable. */
+export class BrokenPoolError extends SharedWasmError {}
+
+for (const cls of [
+  SharedWasmError,
+  KernelError,
+  LayoutError,
+  KernelTrap,
+  RunTimeout,
+  RunCancelled,
+  PoolClosedError,
+  BrokenPoolError,
+]) {
+  Object.defineProperty(cls.prototype, "name", {
+    value: cls.name,
+    writable: true,
+    configurable: true,
+    enumerable: false,
+  });
+}

@@ -1,0 +1,152 @@
+// The worker side of the JavaScript runtime: one instance of the kernel, and
+// the loop that runs its share of every run published in the control block.
+// The same protocol as the Python pool's runner (sharedwasm/_runner.py), with
+// every offset taken from the generated layout.mjs.
+//
+// Works as a browser module worker (`self.onmessage`) and under Node's
+// worker_threads (`parentPort`). Messages: the main thread sends one INIT;
+// the worker answers "ready" (or "error" when the kernel cannot be
+// instantiated), then "trap" for each share that threw, and "exit" when it
+// leaves its loop. Everything else goes through the shared memory.
+//
+// Guarantees:
+//   Every control word and status slot is accessed with Atomics, which are
+//   sequentially consistent; the record's fields are plain stores, published
+//   to the main thread by the Atomics.sub on PENDING that follows them.
+//
+//   No wake-up is lost: a worker waits on GENERATION with the value it last
+//   saw, so a bump made before it waits makes Atomics.wait return
+//   "not-equal" at once, and a bump made after it waits comes with a notify.
+//
+//   A trapped share still counts out of PENDING, after its TRAPPED status and
+//   its "trap" message, so a run always ends and the main thread finds the
+//   message on its way when it sees PENDING reach 0.
+
+import { Command, Control, Record, RECORD_BYTES, Status } from "./layout.mjs";
+
+const isNode = typeof process !== "undefined" && Boolean(process.versions?.node);
+
+const PROVIDED_GLOBALS = ["data_offset", "worker_index", "total_workers"];
+
+/** Wall-clock nanoseconds, comparable across workers (each has its own timeOrigin). */
+function nowNs() {
+  // timeOrigin * 1e6 would pass 2**53 and lose the nanoseconds: split it.
+  return (
+    BigInt(Math.round(performance.timeOrigin * 1000)) * 1000n +
+    BigInt(Math.round(performance.now() * 1e6))
+  );
+}
+
+function instantiate({ module, memory, index, workers, layout }) {
+  const values = { data_offset: layout.dataOffset, worker_index: index, total_workers: workers };
+  const env = { memory };
+  for (const { module: from, name, kind } of WebAssembly.Module.imports(module)) {
+    if (from === "env" && kind === "global" && PROVIDED_GLOBALS.includes(name)) {
+      env[name] = new WebAssembly.Global({ value: "i32", mutable: false }, values[name]);
+    }
+  }
+  // Synchronous instantiation is allowed off the main thread at any size.
+  const instance = new WebAssembly.Instance(module, { env });
+  return instance.exports.compute_partition;
+}
+
+/** Do this worker's share of the run published as generation `generation`. */
+function share(compute, views, index, workers, generation, post) {
+  const { status, control, rec32, rec64 } = views;
+  const total = Atomics.load(control, Control.ELEMENTS);
+  // The reference partitioning: the start is clamped to total so trailing
+  // workers get an empty range, never a negative one.
+  const chunk = Math.ceil(total / workers);
+  const start = Math.min(index * chunk, total);
+  const end = Math.min(start + chunk, total);
+  Atomics.store(status, index, Status.RUNNING);
+  rec32[Record.START / 4] = start;
+  rec32[Record.END / 4] = end;
+  rec32[Record.CUR_START / 4] = start;
+  rec32[Record.CUR_END / 4] = end;
+  rec64[Record.T_START / 8] = nowNs();
+  let outcome = Status.DONE;
+  let trap = null;
+  try {
+    compute(start, end);
+  } catch (err) {
+    // A wasm trap (WebAssembly.RuntimeError) or stack exhaustion (RangeError):
+    // it fails this share only; the instance stays usable for the next run.
+    outcome = Status.TRAPPED;
+    trap = err;
+  }
+  rec64[Record.T_END / 8] = nowNs();
+  rec32[Record.ELEMENTS / 4] = outcome === Status.DONE ? end - start : 0;
+  rec32[Record.CHUNKS / 4] = 1;
+  Atomics.store(status, index, outcome);
+  Atomics.notify(status, index);
+  if (trap !== null) {
+    // Before counting out: the main thread awaits this message once it sees
+    // the TRAPPED slot, and messages are delivered asynchronously.
+    post({ type: "trap", index, generation, message: String(trap), start, end });
+  }
+  // Counting out last publishes the record and the output with it; only the
+  // last worker out needs to wake the main thread.
+  if (Atomics.sub(control, Control.PENDING, 1) === 1) {
+    Atomics.notify(control, Control.PENDING);
+  }
+}
+
+/** Run shares until EXIT is published. Blocks this worker's thread throughout. */
+function loop(compute, views, index, workers, seen) {
+  const { control, rec64 } = views;
+  const post = views.post;
+  for (;;) {
+    // "not-equal" at once if GENERATION moved since `seen`: see Guarantees.
+    Atomics.wait(control, Control.GENERATION, seen);
+    const generation = Atomics.load(control, Control.GENERATION);
+    if (generation === seen) continue;
+    // Read the command only after the new generation: the bump is the
+    // release of everything the main thread stored before it.
+    seen = generation;
+    rec64[Record.WAKE_TIME / 8] = nowNs();
+    if (Atomics.load(control, Control.COMMAND) === Command.EXIT) return;
+    share(compute, views, index, workers, generation, post);
+  }
+}
+
+function onInit(message, post) {
+  const { memory, index, workers, layout } = message;
+  let compute;
+  try {
+    compute = instantiate(message);
+    if (typeof compute !== "function") throw new TypeError("compute_partition is not a function");
+  } catch (err) {
+    const name = err?.name ?? "Error";
+    post({ type: "error", index, name, message: String(err?.message ?? err) });
+    return;
+  }
+  const buffer = memory.buffer;
+  const record = layout.recordsOffset + index * RECORD_BYTES;
+  const views = {
+    status: new Int32Array(buffer, layout.statusOffset, workers),
+    control: new Int32Array(buffer, layout.controlOffset, layout.controlWords),
+    rec32: new Int32Array(buffer, record, RECORD_BYTES / 4),
+    rec64: new BigInt64Array(buffer, record, RECORD_BYTES / 8),
+    post,
+  };
+  // The main thread publishes nothing before every worker is READY, so the
+  // generation read here is the one to wait past.
+  const seen = Atomics.load(views.control, Control.GENERATION);
+  post({ type: "ready", index });
+  loop(compute, views, index, workers, seen);
+  post({ type: "exit", index });
+}
+
+function onMessage(message, post) {
+  if (message?.type === "init") onInit(message, post);
+}
+
+if (isNode) {
+  const { parentPort } = await import("node:worker_threads");
+  parentPort.on("message", (message) =>
+    onMessage(message, (reply) => parentPort.postMessage(reply)),
+  );
+} else {
+  self.onmessage = (event) => onMessage(event.data, (reply) => self.postMessage(reply));
+}

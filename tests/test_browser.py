@@ -1,0 +1,219 @@
+"""The JavaScript runtime in real Chromium, under `sharedwasm serve`.
+
+Chromium is Debian's (`make test` installs it when missing) and is driven by
+the `playwright` package through `executable_path`; no browser is downloaded.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import wasmtime
+from playwright.sync_api import Browser, Page, sync_playwright
+
+import sharedwasm as sw
+from sharedwasm._builtin import KERNEL_DIR
+from sharedwasm._serve import serving
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE_TIMEOUT_MS = 20_000
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+"""Where the demo's screenshot lands (ignored by git; docs/demo.png is a copy)."""
+
+HEADERS = ("Cross-Origin-Opener-Policy: same-origin", "Cross-Origin-Embedder-Policy: require-corp")
+
+BLANK = "<!doctype html><meta charset='utf-8'><title>blank</title><body>blank</body>"
+
+# Runs in the page: build a pool from the served kernel, copy the served input
+# into its data region, run, and return the output bytes as base64.
+RUN_IN_PAGE = """
+async ({workers, pages, elements}) => {
+  const { createPool } = await import("/_sharedwasm/sharedwasm.mjs");
+  const input = new Uint8Array(await (await fetch("/input.bin")).arrayBuffer());
+  const pool = await createPool({
+    url: "/map_f32.wasm", memory: { initial: pages, maximum: pages }, workers });
+  try {
+    const bytes = new Uint8Array(pool.memory.buffer, pool.dataOffset, input.length);
+    bytes.set(input);
+    const result = await pool.run("equal", { elements });
+    const out = new Uint8Array(pool.memory.buffer, pool.dataOffset, input.length);
+    let text = "";
+    for (let i = 0; i < out.length; i += 0x8000) {
+      text += String.fromCharCode(...out.subarray(i, i + 0x8000));
+    }
+    return { output: btoa(text), done: result.done, dataOffset: pool.dataOffset };
+  } finally {
+    await pool.close();
+  }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=PAGE_TIMEOUT_MS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    """A served directory with a blank page and the map_f32 kernel as a .wasm."""
+    (tmp_path / "index.html").write_text(BLANK)
+    (tmp_path / "map_f32.wasm").write_bytes(
+        wasmtime.wat2wasm((KERNEL_DIR / "map_f32.wat").read_text())
+    )
+    return tmp_path
+
+
+def wait_for_demo(page: Page) -> dict[str, Any]:
+    page.wait_for_function("document.body.dataset.state !== 'loading'")
+    demo: dict[str, Any] = page.evaluate(
+        "() => ({state: sharedwasmDemo.state, error: sharedwasmDemo.error,"
+        " correct: sharedwasmDemo.correct, done: sharedwasmDemo.done,"
+        " compare: sharedwasmDemo.compare, board: sharedwasmDemo.board.at(-1),"
+        " workers: navigator.hardwareConcurrency, isolated: crossOriginIsolated})"
+    )
+    return demo
+
+
+def test_demo_runs_cross_origin_isolated(page: Page) -> None:
+    with serving(None) as url:
+        page.goto(url)
+        demo = wait_for_demo(page)
+        assert demo["state"] == "done", demo["error"]
+        assert demo["isolated"] is True
+        assert demo["correct"] is True
+        workers = demo["workers"]
+        assert [d["workerIndex"] for d in demo["done"]] == list(range(workers))
+        chunk = -(-1_000_000 // workers)
+        assert [(d["start"], d["end"]) for d in demo["done"]] == [
+            (min(i * chunk, 1_000_000), min((i + 1) * chunk, 1_000_000)) for i in range(workers)
+        ]
+        assert demo["board"] == [int(sw.Status.DONE)] * workers
+        assert [c["bytes"] for c in demo["compare"]] == [10 << 20, 128 * sw.PAGE_SIZE]
+        assert page.locator("#done tbody tr").count() == workers
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+
+
+def test_without_the_headers_the_page_names_them(page: Page) -> None:
+    with serving(None, isolate=False) as url:
+        page.goto(url)
+        demo = wait_for_demo(page)
+        assert demo["state"] == "error"
+        assert demo["isolated"] is False
+        shown = page.locator("#error").inner_text()
+        for header in HEADERS:
+            assert header in shown
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_output_bytes_equal_the_python_pool(page: Page, site: Path, workers: int) -> None:
+    pages, elements = 4, 60_001
+    rng = np.random.default_rng(workers)
+    data = rng.uniform(0.0, 1000.0, elements).astype(np.float32)
+    data[:4] = np.array([0.0, np.inf, 1e-40, 3.4e38], dtype=np.float32)  # edge values too
+    (site / "input.bin").write_bytes(data.tobytes())
+
+    kernel = sw.Kernel.from_bytes((site / "map_f32.wasm").read_bytes())
+    with sw.WorkerPool(kernel, sw.Memory(pages, pages), workers) as pool:
+        pool.data(np.float32)[:elements] = data
+        expected_done = pool.run(elements=elements).done
+        expected = pool.data(np.float32)[:elements].tobytes()
+        data_offset = pool.data_offset
+
+    with serving(site) as url:
+        page.goto(url)
+        got = page.evaluate(RUN_IN_PAGE, {"workers": workers, "pages": pages, "elements": elements})
+    assert got["dataOffset"] == data_offset
+    assert base64.b64decode(got["output"]) == expected
+    assert [(d["start"], d["end"]) for d in got["done"]] == [
+        (d.start, d.end) for d in expected_done
+    ]
+
+
+def test_grow_then_run_covers_the_new_size(page: Page, site: Path) -> None:
+    with serving(site) as url:
+        page.goto(url)
+        got = page.evaluate(
+            """async () => {
+              const { createPool } = await import("/_sharedwasm/sharedwasm.mjs");
+              const pool = await createPool({
+                url: "/map_f32.wasm", memory: { initial: 2, maximum: 8 }, workers: 2 });
+              const before = pool.data(Float32Array).length;
+              const previous = await pool.grow(3);
+              const data = pool.data(Float32Array);
+              data.fill(4);
+              const result = await pool.run("grown");
+              const out = pool.data(Float32Array);
+              const ok = out.every((v) => v === 6);  // 4 * 4 * 0.25 + 2
+              await pool.close();
+              return { before, after: out.length, previous, ok,
+                       end: result.done.at(-1).end, bytes: pool.memory.buffer.byteLength };
+            }"""
+        )
+    assert got["previous"] == 2
+    assert got["bytes"] == 5 * sw.PAGE_SIZE
+    assert got["after"] == got["before"] + 3 * sw.PAGE_SIZE // 4
+    assert got["end"] == got["after"]
+    assert got["ok"] is True
+
+
+def test_close_terminates_the_workers(page: Page, site: Path) -> None:
+    with serving(site) as url:
+        page.goto(url)
+        page.evaluate(
+            """async () => {
+              const { createPool } = await import("/_sharedwasm/sharedwasm.mjs");
+              window.pool = await createPool({
+                url: "/map_f32.wasm", memory: { initial: 2, maximum: 2 }, workers: 3 });
+              await window.pool.run("one");
+            }"""
+        )
+        assert len(page.workers) == 3
+        error = page.evaluate(
+            """async () => {
+              await window.pool.close();
+              try { await window.pool.run("after"); return null; }
+              catch (e) { return e.name; }
+            }"""
+        )
+        assert error == "PoolClosedError"
+        page.wait_for_function("true")  # let the page report worker exits
+        deadline_ms = 5_000
+        waited = 0
+        while page.workers and waited < deadline_ms:
+            page.wait_for_timeout(50)
+            waited += 50
+        assert page.workers == []
