@@ -273,7 +273,8 @@ def test_cancel_without_interruption_stops_between_chunks(
     assert pool.cancel() is True
     with pytest.raises(sw.RunCancelled):
         call.join(pool)
-    assert time.monotonic() - t0 < 0.05
+    assert time.monotonic() - t0 < BOUND
+    # Far fewer than the 400 chunks a finished run would have entered.
     assert atomics.load(words(pool), ENTERED) < 200
     assert statuses(pool) == [CANCELLED, CANCELLED]
     check_run(pool, 6, "dynamic")
