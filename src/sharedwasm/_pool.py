@@ -287,10 +287,9 @@ class WorkerPool:
         self._board.clear()
         self._lock = threading.Lock()
         self._state = _State.OPEN
-        # What a cancel needs, consistent under _cancel_lock: whether a run is
-        # in flight and the generation it was published as (mod 2**32).
+        # What a cancel needs, consistent under _cancel_lock: the run in
+        # flight, if any, and the generation it was published as (mod 2**32).
         self._cancel_lock = threading.Lock()
-        self._in_flight = False
         self._generation = 0
         self._flight: _Ticket | None = None
         lay = self._layout
@@ -515,7 +514,7 @@ class WorkerPool:
         self._acquire(run_id, timeout, deadline, ticket)
         try:
             self._check_open()
-            if self._in_flight:
+            if self._flight is not None:
                 if not self._wait(deadline, 0):
                     raise RunTimeout(
                         f"run {run_id!r}: an earlier run of {self.name} was still in flight "
@@ -540,7 +539,6 @@ class WorkerPool:
                 self._generation = (self._generation + 1) & 0xFFFFFFFF
                 ticket.generation = self._generation
                 self._flight = ticket
-                self._in_flight = True
             t0 = time.perf_counter()
             try:
                 publish.call()
@@ -585,7 +583,6 @@ class WorkerPool:
         clears it (see the runner's host_run).
         """
         self._flight = None
-        self._in_flight = False
 
     def _stop_after_timeout(
         self, run_id: str, timeout: float | None, host_failure: BaseException | None
@@ -782,7 +779,7 @@ class WorkerPool:
         """
         with self._lock:
             self._check_open()
-            if self._in_flight:
+            if self._flight is not None:
                 self._wait(None, 0)
                 self._land()
             return self._memory.grow(delta_pages)

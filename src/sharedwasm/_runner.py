@@ -304,7 +304,7 @@ def runner_wat() -> str:
 
 
 @functools.cache
-def runner_module(interruptible: bool = False) -> wasmtime.Module:
+def runner_module(interruptible: bool) -> wasmtime.Module:
     """Compile the runner once per process and engine."""
     return wasmtime.Module(_wasmtime.engine(interruptible), runner_wat())
 
