@@ -22,18 +22,9 @@ from playwright.sync_api import sync_playwright
 import sharedwasm as sw
 from sharedwasm._builtin import KERNEL_DIR
 from sharedwasm._serve import serving
+from sharedwasm.testing import CHROMIUM, CHROMIUM_ARGS
 
 BENCH = "browser"
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PAGES = 128
 
 IN_PAGE = """
@@ -68,7 +59,7 @@ def main() -> int:
         (site / "index.html").write_text("<!doctype html><title>bench</title>")
         (site / "map_f32.wasm").write_bytes(wasm)
         with sync_playwright() as playwright, serving(site) as url:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS))
             try:
                 page = browser.new_page()
                 page.goto(url)

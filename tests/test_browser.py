@@ -17,19 +17,11 @@ import wasmtime
 from playwright.sync_api import Browser, Page, sync_playwright
 
 import sharedwasm as sw
+from sharedwasm import testing
 from sharedwasm._builtin import KERNEL_DIR
 from sharedwasm._serve import serving
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+CHROMIUM = Path(testing.CHROMIUM)
 PAGE_TIMEOUT_MS = 20_000
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 """Where the demo's screenshot lands (ignored by git; docs/demo.png is a copy)."""
@@ -69,7 +61,7 @@ def browser() -> Iterator[Browser]:
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=PAGE_TIMEOUT_MS
+            executable_path=str(CHROMIUM), args=list(testing.CHROMIUM_ARGS), timeout=PAGE_TIMEOUT_MS
         )
         yield browser
         browser.close()

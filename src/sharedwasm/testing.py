@@ -2,6 +2,9 @@
 
 A concurrency bug shows up as a hang. These helpers turn a hang into a failure
 that says where every thread was and what the status board held.
+
+`CHROMIUM` and `CHROMIUM_ARGS` launch a headless browser for pages served by
+`sharedwasm serve` (for instance with playwright's `executable_path`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,20 @@ import time
 from collections.abc import Callable
 
 from ._pool import WorkerPool
+
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's Chromium, which the test command installs when it is missing."""
+
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
+"""Headless, and quiet: nothing that reaches for the network or a GPU."""
 
 
 def dump_on_deadlock(reason: str, pool: WorkerPool | None = None) -> None:
