@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 from hypothesis import strategies as st
@@ -29,6 +30,18 @@ VIEW_DTYPES: tuple[np.dtype[np.generic], ...] = tuple(
     )
 )
 """Fixed-size dtypes of every width and alignment a view supports, in both byte orders."""
+
+INT_DTYPES: tuple[type[np.integer[Any]], ...] = (
+    np.int8,
+    np.uint8,
+    np.int16,
+    np.uint16,
+    np.int32,
+    np.uint32,
+    np.int64,
+    np.uint64,
+)
+"""Every integer type of 1, 2, 4 and 8 bytes, signed and unsigned."""
 
 MAX_TOTAL = 10**7
 """Largest element count the partition properties try."""

@@ -27,19 +27,10 @@ import sharedwasm as sw
 from conftest import TIMEOUT
 from sharedwasm import atomics
 from sharedwasm.testing import join_or_dump, wait_until
+from strategies import INT_DTYPES
 
 Array = npt.NDArray[Any]
 
-INT_DTYPES: tuple[type[np.integer[Any]], ...] = (
-    np.int8,
-    np.uint8,
-    np.int16,
-    np.uint16,
-    np.int32,
-    np.uint32,
-    np.int64,
-    np.uint64,
-)
 WAITABLE_DTYPES: tuple[type[np.integer[Any]], ...] = (np.int32, np.int64)
 SETTLE = 0.1
 """Seconds given to waiter threads that have started to park, where a test needs them all parked."""

@@ -58,7 +58,7 @@ from sharedwasm._builtin import KERNEL_DIR
 from sharedwasm._partition import partitions
 from sharedwasm._pool import default_workers
 from sharedwasm.testing import wait_until
-from strategies import VIEW_DTYPES
+from strategies import INT_DTYPES, VIEW_DTYPES
 
 LoadKernel = Callable[[str], sw.Kernel]
 Array = npt.NDArray[Any]
@@ -694,17 +694,7 @@ def test_deeply_nested_wat_gives_a_kernel_or_kernel_error(sandbox: Sandbox, body
 
 
 def _np_ints() -> st.SearchStrategy[object]:
-    kinds: tuple[type[np.integer[Any]], ...] = (
-        np.int8,
-        np.uint8,
-        np.int16,
-        np.uint16,
-        np.int32,
-        np.uint32,
-        np.int64,
-        np.uint64,
-    )
-    return st.sampled_from(kinds).flatmap(
+    return st.sampled_from(INT_DTYPES).flatmap(
         lambda t: st.integers(int(np.iinfo(t).min), int(np.iinfo(t).max)).map(t)
     )
 
