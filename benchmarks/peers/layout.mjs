@@ -1,24 +1,19 @@
-// The memory layout and kernel imports the Node peers share with sharedwasm,
-// so that one kernel sees the same addresses in Node and in Python:
+// The memory layout and kernel imports the Node peers share with sharedwasm.
+// The word indices and values come from sharedwasm's own generated layout
+// module; the placement is the peers' own, smaller one (no worker records):
 //
 //   0 ........ 4N    status board, one int32 per worker
-//   align64(4N)      control block, 16 int32 (only the Atomics peer uses it)
-//   data_offset      data region = align64(align64(4N) + 64)
+//   align64(4N)      control block, CONTROL_WORDS int32 (only the Atomics peer uses it)
+//   data_offset      data region = align64(align64(4N) + 4 * CONTROL_WORDS)
 
+import { CONTROL_WORDS, Command, Control, Status } from '../../src/sharedwasm/web/runtime/layout.mjs';
+
+export { CONTROL_WORDS };
 export const STATUS_BYTE_OFFSET = 0;
-export const CONTROL_WORDS = 16;
-
-// Control words, the same indices as sharedwasm's control block.
-export const GENERATION = 0;
-export const COMMAND = 1;
-export const ELEMENTS = 2;
-export const PENDING = 4;
-
+export const { GENERATION, COMMAND, ELEMENTS, PENDING } = Control;
 // A status slot's value when the worker's compute_partition threw.
-export const TRAPPED = -1;
-
-export const RUN = 1;
-export const EXIT = 2;
+export const { TRAPPED } = Status;
+export const { RUN, EXIT } = Command;
 
 export const align64 = (n) => (n + 63) & ~63;
 
