@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/sharedwasm demo
 
 test: $(STAMP)
-	scripts/ensure-chromium
+	scripts/ensure-tools
 	scripts/test
 
 # All benchmarks (about 5 minutes): JSON lines and a chart in benchmarks/results/.

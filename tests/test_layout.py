@@ -82,7 +82,12 @@ def test_reference_layout_for_four_workers() -> None:
     """Four workers at offset 0: a 16-byte board, control at 64, records at 192, data at 448."""
     layout = Layout.build(workers=4, status_offset=0, byte_length=65536)
     assert layout == Layout(
-        workers=4, status_offset=0, control_offset=64, records_offset=192, data_offset=448
+        workers=4,
+        status_offset=0,
+        control_offset=64,
+        records_offset=192,
+        data_offset=448,
+        threads_offset=448,
     )
     assert layout.status_end == 16
     assert layout.control_end == 192

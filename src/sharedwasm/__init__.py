@@ -1,7 +1,11 @@
 """Run one WebAssembly kernel on a pool of threads over one shared linear memory."""
 
 from . import atomics as atomics
+from ._build import build as build
+from ._build import get_include as get_include
 from ._errors import BrokenPoolError as BrokenPoolError
+from ._errors import BuildError as BuildError
+from ._errors import BuildWarning as BuildWarning
 from ._errors import KernelError as KernelError
 from ._errors import KernelTrap as KernelTrap
 from ._errors import LayoutError as LayoutError
@@ -10,6 +14,7 @@ from ._errors import RunCancelled as RunCancelled
 from ._errors import RunTimeout as RunTimeout
 from ._errors import SharedWasmError as SharedWasmError
 from ._errors import SharedWasmInternalError as SharedWasmInternalError
+from ._errors import ToolchainNotFoundError as ToolchainNotFoundError
 from ._kernel import Kernel as Kernel
 from ._layout import Layout as Layout
 from ._layout import Status as Status
@@ -24,6 +29,8 @@ from ._wasmtime import PAGE_SIZE as PAGE_SIZE
 __all__ = [
     "PAGE_SIZE",
     "BrokenPoolError",
+    "BuildError",
+    "BuildWarning",
     "Kernel",
     "KernelError",
     "KernelTrap",
@@ -38,8 +45,11 @@ __all__ = [
     "SharedWasmError",
     "SharedWasmInternalError",
     "Status",
+    "ToolchainNotFoundError",
     "WorkerDone",
     "WorkerPool",
     "__version__",
     "atomics",
+    "build",
+    "get_include",
 ]

@@ -10,9 +10,11 @@ modules wasmtime has already validated, so it assumes well-formed input.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 _VALTYPES = {0x7F: "i32", 0x7E: "i64", 0x7D: "f32", 0x7C: "f64", 0x7B: "v128"}
 _PACKED = {0x78: "i8", 0x77: "i16"}
+_KINDS = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -26,6 +28,8 @@ class Import:
     """Params and results of a function import."""
     global_type: tuple[str, bool] | None = None
     """Value type and mutability of a global import."""
+    type_index: int | None = None
+    """Type index of a function import."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +78,38 @@ class _Reader:
             self.uleb()
         return "ref"
 
+    def sleb(self) -> int:
+        result = shift = 0
+        while True:
+            b = self.byte()
+            result |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                if b & 0x40:
+                    result -= 1 << shift
+                return result
+
+    def const_expr(self) -> int | None:
+        """Read a constant expression; return its value if it is one `i32.const`."""
+        op = self.byte()
+        value: int | None = None
+        if op == 0x41:  # i32.const
+            value = self.sleb()
+        elif op == 0x42:  # i64.const
+            self.sleb()
+        elif op in (0x43, 0x44):  # f32.const, f64.const
+            self.pos += 4 if op == 0x43 else 8
+        elif op in (0x23, 0xD2):  # global.get, ref.func
+            self.uleb()
+        elif op == 0xD0:  # ref.null heaptype
+            self.sleb()
+        elif op == 0xFD:  # v128.const
+            self.uleb()
+            self.pos += 16
+        if self.byte() != 0x0B:  # an extended-constant expression: not followed
+            raise ValueError("constant expression longer than one instruction")
+        return value
+
     def limits(self) -> bool:
         """Skip a limits record; return whether it is shared."""
         flags = self.byte()
@@ -105,19 +141,145 @@ class _Reader:
         return self.comptype()
 
 
-def read_signatures(wasm: bytes) -> Signatures:
-    """Read the imports and exported function signatures of a validated module."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statics:
+    """What a module says about the static part of its memory."""
+
+    globals: dict[str, tuple[int | None, bool]]
+    """Per exported i32 global defined by the module: its initial value (None
+    if not a plain constant) and whether it is mutable."""
+    active_data_end: int
+    """One past the last byte an active data segment writes (0 if none)."""
+    passive_segments: int
+    """How many data segments are passive."""
+    named_globals: dict[str, int]
+    """Global index per name, from the name section (wasm-ld writes one)."""
+    exported_global_indices: frozenset[int]
+    """Indices of the globals the module exports."""
+
+
+def _sections(wasm: bytes) -> Iterator[tuple[int, _Reader, int]]:
     r = _Reader(wasm)
     r.pos = 8  # magic and version
-    types: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = []
-    imports: list[Import] = []
-    func_types: list[int] = []
-    exports: dict[str, tuple[str, int]] = {}
-    kinds = {0: "func", 1: "table", 2: "memory", 3: "global", 4: "tag"}
     while r.pos < len(wasm):
         section = r.byte()
         size = r.uleb()
         end = r.pos + size
+        yield section, r, end
+        r.pos = end
+
+
+def custom_section(wasm: bytes, wanted: str) -> bytes | None:
+    """Return the payload of the last custom section called `wanted`, or None."""
+    found = None
+    for section, r, end in _sections(wasm):
+        if section == 0 and r.name() == wanted:
+            found = wasm[r.pos : end]
+    return found
+
+
+def read_statics(wasm: bytes) -> Statics:
+    """Read exported i32 globals and data segments of a validated module."""
+    imported_globals = 0
+    defined: list[tuple[int | None, bool] | None] = []
+    exported: dict[str, int] = {}
+    data_end = passive = 0
+    named: dict[str, int] = {}
+    for section, r, end in _sections(wasm):
+        if section == 0 and r.name() == "name":
+            while r.pos < end:
+                sub, sub_size = r.byte(), r.uleb()
+                sub_end = r.pos + sub_size
+                if sub == 7:  # global names
+                    for _ in range(r.uleb()):
+                        index = r.uleb()
+                        named[r.name()] = index
+                r.pos = sub_end
+        elif section == 2:
+            for imp in _read_imports(r, []):
+                imported_globals += imp.kind == "global"
+        elif section == 6:
+            for _ in range(r.uleb()):
+                content = r.valtype()
+                mutable = bool(r.byte())
+                try:
+                    value = r.const_expr()
+                except ValueError:
+                    break  # the rest cannot be followed; none of ours is past it
+                defined.append((value, mutable) if content == "i32" else None)
+        elif section == 7:
+            for _ in range(r.uleb()):
+                name = r.name()
+                kind = r.byte()
+                index = r.uleb()
+                if kind == 3:
+                    exported[name] = index
+        elif section == 11:
+            for _ in range(r.uleb()):
+                flags = r.uleb()
+                offset: int | None = None
+                if flags in (0, 2):
+                    if flags == 2:
+                        r.uleb()  # memory index
+                    try:
+                        offset = r.const_expr()
+                    except ValueError:
+                        offset = None
+                else:
+                    passive += 1
+                size = r.uleb()
+                r.pos += size
+                if offset is not None:
+                    data_end = max(data_end, (offset & 0xFFFFFFFF) + size)
+    globals_: dict[str, tuple[int | None, bool]] = {}
+    for name, index in exported.items():
+        local = index - imported_globals
+        if 0 <= local < len(defined) and (entry := defined[local]) is not None:
+            globals_[name] = entry
+    return Statics(
+        globals=globals_,
+        active_data_end=data_end,
+        passive_segments=passive,
+        named_globals=named,
+        exported_global_indices=frozenset(exported.values()),
+    )
+
+
+def _read_imports(
+    r: _Reader, types: list[tuple[tuple[str, ...], tuple[str, ...]] | None]
+) -> list[Import]:
+    imports: list[Import] = []
+    for _ in range(r.uleb()):
+        module, name, kind = r.name(), r.name(), _KINDS.get(r.byte(), "?")
+        if kind == "func":
+            index = r.uleb()
+            signature = types[index] if index < len(types) else None
+            imports.append(Import(module, name, kind, signature=signature, type_index=index))
+        elif kind == "table":
+            r.valtype()
+            r.limits()
+            imports.append(Import(module, name, kind))
+        elif kind == "memory":
+            shared = r.limits()
+            imports.append(Import(module, name, "shared memory" if shared else kind))
+        elif kind == "global":
+            content = r.valtype()
+            mutable = bool(r.byte())
+            imports.append(Import(module, name, kind, global_type=(content, mutable)))
+        else:  # tag: attribute, type index
+            r.byte()
+            r.uleb()
+            imports.append(Import(module, name, kind))
+    return imports
+
+
+def read_signatures(wasm: bytes) -> Signatures:
+    """Read the imports and exported function signatures of a validated module."""
+    types: list[tuple[tuple[str, ...], tuple[str, ...]] | None] = []
+    imports: list[Import] = []
+    func_types: list[int] = []
+    exports: dict[str, tuple[str, int]] = {}
+    for section, r, _ in _sections(wasm):
         if section == 1:
             for _ in range(r.uleb()):
                 if wasm[r.pos] == 0x4E:  # rec group: each subtype is one type index
@@ -126,35 +288,17 @@ def read_signatures(wasm: bytes) -> Signatures:
                 else:
                     types.append(r.subtype())
         elif section == 2:
-            for _ in range(r.uleb()):
-                module, name, kind = r.name(), r.name(), kinds.get(r.byte(), "?")
-                if kind == "func":
-                    index = r.uleb()
-                    func_types.append(index)
-                    imports.append(Import(module, name, kind, signature=types[index]))
-                elif kind == "table":
-                    r.valtype()
-                    r.limits()
-                    imports.append(Import(module, name, kind))
-                elif kind == "memory":
-                    shared = r.limits()
-                    imports.append(Import(module, name, "shared memory" if shared else kind))
-                elif kind == "global":
-                    content = r.valtype()
-                    mutable = bool(r.byte())
-                    imports.append(Import(module, name, kind, global_type=(content, mutable)))
-                else:  # tag: attribute, type index
-                    r.byte()
-                    r.uleb()
-                    imports.append(Import(module, name, kind))
+            for imp in _read_imports(r, types):
+                imports.append(imp)
+                if imp.type_index is not None:
+                    func_types.append(imp.type_index)
         elif section == 3:
             func_types.extend(r.uleb() for _ in range(r.uleb()))
         elif section == 7:
             for _ in range(r.uleb()):
                 name = r.name()
-                kind = kinds.get(r.byte(), "?")
+                kind = _KINDS.get(r.byte(), "?")
                 exports[name] = (kind, r.uleb())
-        r.pos = end
     return Signatures(
         imports=imports,
         exported_functions={

@@ -1,4 +1,4 @@
-"""The `sharedwasm` command line: `demo`, `serve` and `info`."""
+"""The `sharedwasm` command line: `demo`, `build`, `serve` and `info`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from . import _builtin, _serve
+from . import _build, _builtin, _serve
+from ._errors import BuildWarning, KernelError, ToolchainNotFoundError
+from ._kernel import Kernel
 from ._memory import Memory
 from ._pool import WorkerPool, default_workers
 from ._version import __version__
@@ -58,6 +61,42 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--maximum", type=_positive, default=512, help="maximum pages")
     demo.add_argument(
         "--elements", type=int, default=None, help="float32 elements to process (default: all)"
+    )
+    build = sub.add_parser(
+        "build",
+        help="compile a C kernel into a shared-memory WebAssembly module",
+        description=(
+            "Compile SOURCE with clang and wasm-ld for wasm32 with atomics, bulk memory and an "
+            "imported shared memory, link the sharedwasm ABI, add stack checks (binaryen), and "
+            "check the result against the kernel ABI. The header is sharedwasm.h, in "
+            f"{_build.get_include()}."
+        ),
+    )
+    build.add_argument("source", metavar="SOURCE", type=Path, help="a .c (or .cc/.cpp) file")
+    build.add_argument(
+        "-o", "--output", type=Path, default=None, help="output .wasm (default: SOURCE.wasm)"
+    )
+    build.add_argument(
+        "-O",
+        dest="optimize",
+        choices=_build.OPTIMIZE_LEVELS,
+        default="2",
+        help="optimisation level, as clang's -O (default: 2)",
+    )
+    build.add_argument("--simd", action="store_true", help="allow 128-bit SIMD (-msimd128)")
+    build.add_argument(
+        "--no-stack-check",
+        dest="stack_check",
+        action="store_false",
+        help="leave out the stack overflow checks (no binaryen needed)",
+    )
+    build.add_argument(
+        "-D",
+        dest="defines",
+        action="append",
+        default=[],
+        metavar="NAME[=VALUE]",
+        help="define a macro",
     )
     serve = sub.add_parser(
         "serve",
@@ -144,6 +183,36 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _build_command(args: argparse.Namespace) -> int:
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", BuildWarning)
+            out = _build.build(
+                args.source,
+                args.output,
+                optimize=args.optimize,
+                simd=args.simd,
+                stack_check=args.stack_check,
+                defines=args.defines,
+            )
+    except (KernelError, ToolchainNotFoundError, FileNotFoundError) as exc:
+        print(f"sharedwasm build: {exc}", file=sys.stderr)
+        return 1
+    for warning in caught:
+        print(warning.message, file=sys.stderr)
+    kernel = Kernel.from_file(out)
+    stack = "a stack per worker" if kernel.uses_stack else "no stack"
+    if kernel.stack_checked:
+        stack += ", checked"
+    if kernel.tls_size:
+        stack += f", {kernel.tls_size} bytes of thread-local data"
+    print(
+        f"built {out}: {out.stat().st_size} bytes, static data up to {kernel.static_end}, "
+        f"{stack}, imports {', '.join(('memory', *kernel.globals))}"
+    )
+    return 0
+
+
 def _serve_command(args: argparse.Namespace) -> int:
     try:
         server = _serve.make_server(args.dir, args.host, args.port, verbose=args.verbose)
@@ -185,4 +254,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _demo(args)
     if args.command == "serve":
         return _serve_command(args)
+    if args.command == "build":
+        return _build_command(args)
     return _info()

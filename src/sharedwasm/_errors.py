@@ -43,6 +43,34 @@ class KernelError(SharedWasmError, ValueError):
     """A module cannot be used as a kernel: not wasm, or it breaks the kernel ABI."""
 
 
+class BuildError(KernelError):
+    """The compiler, linker or optimiser could not turn a source into a kernel.
+
+    The message holds the tool's own diagnostics.
+
+    Attributes:
+        command: the command line that failed.
+        stderr: the tool's complete diagnostic output.
+        returncode: its exit status (None if it was stopped for taking too long).
+    """
+
+    def __init__(
+        self, message: str, *, command: Sequence[str], stderr: str, returncode: int | None
+    ) -> None:
+        super().__init__(message)
+        self.command = list(command)
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+class ToolchainNotFoundError(SharedWasmError, FileNotFoundError):
+    """A program that building a kernel needs (clang, wasm-ld, wasm-opt) is not installed."""
+
+
+class BuildWarning(UserWarning):
+    """The compiler built the kernel but printed warnings; the message holds them."""
+
+
 class LayoutError(SharedWasmError, ValueError):
     """A region of the shared memory is misplaced, misaligned or overlaps another."""
 
@@ -65,10 +93,12 @@ class KernelTrap(SharedWasmError, RuntimeError):
         end: int,
         trap: str,
         traps: Sequence[KernelTrap] = (),
+        hint: str = "",
     ) -> None:
         cause = error_cause(trap, "trap")
         super().__init__(
             f"worker {worker_index} trapped in compute_partition({start}, {end}): {cause}"
+            + (f" ({hint})" if hint else "")
         )
         self.worker_index = worker_index
         self.start = start

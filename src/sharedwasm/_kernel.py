@@ -10,6 +10,21 @@ The ABI:
 * exports `compute_partition(start: i32, end: i32) -> ()`, called with a
   half-open range of element indices.
 
+A kernel compiled from C (`sharedwasm build`) also exports what the pool
+needs to run it on several threads at once:
+
+* `__heap_base` (and `__data_end`): where its static data ends; the status
+  board is placed after it;
+* `__stack_pointer`, a mutable i32 global: each worker's instance gets its own
+  stack, set before the first call and after a trap;
+* `__wasm_init_tls`, `__tls_size`, `__tls_align`: each worker gets its own
+  block for `_Thread_local` variables;
+* `__set_stack_limits(base, limit)` (binaryen's stack check): each worker's
+  stack bounds, so an overflow traps.
+
+A module that has a `__stack_pointer` global (by its name section) but does
+not export it is refused: every worker would push its frames onto one stack.
+
 Compilation happens once per engine, here; every worker instantiates the same
 compiled module in its own store. The plain engine's compile happens when the
 kernel is built (it is also the validation); the interruptible engine's, with
@@ -28,6 +43,9 @@ from . import _binary, _wasmtime
 from ._errors import KernelError, error_cause
 
 ENTRY_POINT = "compute_partition"
+STACK_POINTER = "__stack_pointer"
+SET_STACK_LIMITS = "__set_stack_limits"
+INIT_TLS = "__wasm_init_tls"
 PROVIDED_GLOBALS = ("data_offset", "worker_index", "total_workers")
 _WASM_MAGIC = b"\0asm"
 
@@ -63,6 +81,7 @@ class Kernel:
         self._compile_lock = threading.Lock()
         self.name = name
         self.memory_minimum, self.memory_maximum = self._check_abi(module, wasm)
+        self._read_statics(wasm)
         self.globals: tuple[str, ...] = tuple(
             imp.name
             for imp in module.imports
@@ -192,6 +211,53 @@ class Kernel:
             got = _describe_signature(signature) if kind == "func" else kind
             raise KernelError(f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {got})")
         return memory
+
+    def _read_statics(self, wasm: bytes) -> None:
+        statics = _binary.read_statics(wasm)
+        sigs = _binary.read_signatures(wasm)
+        ends = [statics.active_data_end]
+        for name in ("__heap_base", "__data_end"):
+            value, _ = statics.globals.get(name, (None, False))
+            if value is not None:
+                ends.append(value & 0xFFFFFFFF)
+        self.static_end: int = max(ends)
+        """One past the last byte of the kernel's static data; 0 if it has none."""
+        stack = statics.globals.get(STACK_POINTER)
+        if stack is None:
+            index = statics.named_globals.get(STACK_POINTER)
+            if index is not None and index not in statics.exported_global_indices:
+                raise KernelError(
+                    f"kernel has a {STACK_POINTER} global but does not export it, so every "
+                    f"worker would use the same stack: link with --export={STACK_POINTER} "
+                    "(sharedwasm build does)"
+                )
+        elif not stack[1]:
+            raise KernelError(
+                f"{STACK_POINTER} must be a mutable i32 global (got an immutable one)"
+            )
+        self.uses_stack: bool = stack is not None
+        """True if each worker needs a stack of its own (the kernel exports __stack_pointer)."""
+        if sigs.exported_functions.get(INIT_TLS, (("i32",), ())) != (("i32",), ()):
+            raise KernelError(f"{INIT_TLS} must be a function (i32) -> ()")
+        if sigs.exported_functions.get(SET_STACK_LIMITS, (("i32", "i32"), ())) != (
+            ("i32", "i32"),
+            (),
+        ):
+            raise KernelError(f"{SET_STACK_LIMITS} must be a function (i32, i32) -> ()")
+        self.stack_checked: bool = SET_STACK_LIMITS in sigs.exported_functions
+        """True if the kernel checks its stack pointer against per-worker limits."""
+        tls_size = statics.globals.get("__tls_size", (0, False))[0] or 0
+        tls_align = statics.globals.get("__tls_align", (1, False))[0] or 1
+        if tls_size and INIT_TLS not in sigs.exported_functions:
+            raise KernelError(
+                f"kernel has thread-local data ({tls_size} bytes) but does not export "
+                f"{INIT_TLS}: link with --export={INIT_TLS} (sharedwasm build does)"
+            )
+        if tls_size and not self.uses_stack:
+            raise KernelError(f"kernel has thread-local data but does not export {STACK_POINTER}")
+        self.tls_size: int = tls_size
+        """Bytes of thread-local data each worker needs."""
+        self.tls_align: int = tls_align if tls_align & (tls_align - 1) == 0 else 16
 
     def _module_for(self, interruptible: bool) -> wasmtime.Module:
         """Return this kernel compiled for the plain or the interruptible engine."""

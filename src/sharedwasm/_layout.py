@@ -5,10 +5,13 @@ workers share. Nothing else hard-codes an offset.
 
 ::
 
-    0 ........... status_offset                                                 byte_length
-    | user/kernel | status board | pad | control block | worker records | data region ... |
-    |   static    | N x int32    |     | CONTROL_WORDS | N x RECORD_BYTES | data_offset ...|
-                                  ^ CACHE_LINE          ^ CACHE_LINE       ^ DATA_ALIGN
+    0 ......... static_end ... status_offset                                         byte_length
+    | kernel's static data | pad | status board | pad | control block | worker records |
+    | (data, bss: wasm-ld  |     | N x int32    |     | CONTROL_WORDS | N x RECORD_BYTES |
+    |  up to __heap_base)  |     |              |     ^ CACHE_LINE    ^ CACHE_LINE       |
+
+        ... | worker 0: TLS block, stack | ... | worker N-1: TLS, stack | data region ... |
+            ^ threads_offset, N x thread_area bytes (0 without a stack)  ^ DATA_ALIGN
 
 The status board is the reference design's: one int32 per worker, `RUNNING`
 (0) while the worker has not finished the current run, `DONE` (1) once it has.
@@ -18,6 +21,14 @@ share a line with the status slots they write. Each worker then has a
 cache line of its own, its record, where it reports what it did in the last
 run (range, element count, timestamps). The data region starts on a
 `DATA_ALIGN` boundary so any numpy dtype, and 128-bit SIMD loads, are aligned.
+
+A kernel compiled from C keeps its static and global variables in the same
+memory, below `__heap_base`, and needs a stack per worker (and a block for
+its `_Thread_local` variables): the status board goes after the static data,
+and each worker gets a thread area of its own, its TLS block at the bottom
+and its stack growing down from the top. A kernel written in WAT has neither
+(`static_end` and `thread_area` are 0) and the layout is the bare one.
+
 The regions never overlap; `Layout.build` refuses anything else.
 """
 
@@ -35,6 +46,7 @@ DATA_ALIGN = 64
 CONTROL_WORDS = 32
 CONTROL_BYTES = CONTROL_WORDS * 4
 RECORD_BYTES = 64
+STACK_ALIGN = 16
 
 
 class Status(enum.IntEnum):
@@ -153,6 +165,14 @@ class Layout:
     control_offset: int
     records_offset: int
     data_offset: int
+    static_end: int = 0
+    """One past the last byte of the kernel's static data (0: it has none)."""
+    threads_offset: int = 0
+    """First byte of worker 0's thread area (equal to `records_end` when there are none)."""
+    thread_area: int = 0
+    """Bytes per worker thread area: its TLS block, then its stack (0: none)."""
+    tls_block: int = 0
+    """Bytes at the bottom of each thread area reserved for thread-local variables."""
 
     @property
     def status_end(self) -> int:
@@ -169,6 +189,23 @@ class Layout:
         """One past the last byte of the worker records."""
         return self.records_offset + self.workers * RECORD_BYTES
 
+    @property
+    def threads_end(self) -> int:
+        """One past the last byte of the thread areas."""
+        return self.threads_offset + self.workers * self.thread_area
+
+    def tls_address(self, worker_index: int) -> int:
+        """Byte address of a worker's thread-local block."""
+        return self.threads_offset + worker_index * self.thread_area
+
+    def stack_bottom(self, worker_index: int) -> int:
+        """Lowest byte address a worker's stack may use."""
+        return self.tls_address(worker_index) + self.tls_block
+
+    def stack_top(self, worker_index: int) -> int:
+        """A worker's initial stack pointer: the stack grows down from here."""
+        return self.tls_address(worker_index) + self.thread_area
+
     def record_address(self, worker_index: int) -> int:
         """Byte address of a worker's record."""
         return self.records_offset + worker_index * RECORD_BYTES
@@ -183,42 +220,90 @@ class Layout:
 
     def regions(self) -> dict[str, tuple[int, int]]:
         """Return each region as a half-open byte range, for messages and checks."""
-        return {
+        regions = {
             "status board": (self.status_offset, self.status_end),
             "control block": (self.control_offset, self.control_end),
             "worker records": (self.records_offset, self.records_end),
             "data region": (self.data_offset, -1),
         }
+        if self.static_end:
+            regions = {"kernel static data": (0, self.static_end), **regions}
+        if self.thread_area:
+            regions["worker stacks"] = (self.threads_offset, self.threads_end)
+        return dict(sorted(regions.items(), key=lambda item: item[1][0]))
 
     @classmethod
-    def build(cls, *, workers: int, status_offset: int, byte_length: int) -> Layout:
+    def build(
+        cls,
+        *,
+        workers: int,
+        status_offset: int,
+        byte_length: int,
+        static_end: int = 0,
+        stack_size: int = 0,
+        tls_size: int = 0,
+        tls_align: int = 1,
+    ) -> Layout:
         """Place the regions for `workers` workers in a memory of `byte_length` bytes.
+
+        `static_end` is where the kernel's static data ends (the board may not
+        start before it); `stack_size` and `tls_size` are the bytes of stack
+        and of thread-local data each worker gets (0 for a kernel without).
 
         Raises:
             TypeError: an argument is not an integer.
             ValueError: `workers` is not positive.
-            LayoutError: the status offset is negative or misaligned, or the
-                regions do not leave room for any data.
+            LayoutError: the status offset is negative, misaligned or inside
+                the kernel's static data, or the regions do not leave room
+                for any data.
         """
         workers = operator.index(workers)
         status_offset = operator.index(status_offset)
         byte_length = operator.index(byte_length)
+        static_end = operator.index(static_end)
+        stack_size = operator.index(stack_size)
+        tls_size = operator.index(tls_size)
+        tls_align = operator.index(tls_align)
         if workers < 1:
             raise ValueError(f"workers must be at least 1 (got {workers!r})")
+        if stack_size < 0 or stack_size % STACK_ALIGN:
+            raise ValueError(
+                f"stack_size must be a non-negative multiple of {STACK_ALIGN} bytes "
+                f"(got {stack_size!r})"
+            )
+        if tls_size < 0 or tls_align < 1 or tls_align & (tls_align - 1):
+            raise ValueError(
+                "tls_size must be >= 0 and tls_align a power of two "
+                f"(got {tls_size!r}, {tls_align!r})"
+            )
         if status_offset < 0:
             raise LayoutError(f"status_offset must be >= 0 (got {status_offset!r})")
         if status_offset % STATUS_SLOT_BYTES:
             raise LayoutError(
                 f"status_offset must be a multiple of {STATUS_SLOT_BYTES} (got {status_offset!r})"
             )
+        if status_offset < static_end:
+            raise LayoutError(
+                f"status_offset must be >= {static_end}: the kernel's static data (its data "
+                f"segments, up to __heap_base) ends there, and a status board inside it "
+                f"would be overwritten (got status_offset={status_offset!r})"
+            )
         status_end = status_offset + workers * STATUS_SLOT_BYTES
         control_offset = align_up(status_end, CACHE_LINE)
         records_offset = align_up(control_offset + CONTROL_BYTES, CACHE_LINE)
-        data_offset = align_up(records_offset + workers * RECORD_BYTES, DATA_ALIGN)
+        threads_offset = records_offset + workers * RECORD_BYTES
+        # Each area starts aligned for its TLS block and for the stack, whose
+        # top (the area's end) must keep the 16-byte alignment clang assumes.
+        area_align = max(STACK_ALIGN, tls_align)
+        tls_block = align_up(tls_size, STACK_ALIGN) if tls_size else 0
+        thread_area = align_up(tls_block + stack_size, area_align) if stack_size else 0
+        threads_offset = align_up(threads_offset, area_align) if thread_area else threads_offset
+        data_offset = align_up(threads_offset + workers * thread_area, DATA_ALIGN)
         if data_offset >= byte_length:
+            areas = f" and {workers} thread areas of {thread_area} bytes" if thread_area else ""
             raise LayoutError(
                 f"status_offset must leave room for data: a board for {workers} workers at "
-                f"{status_offset} puts the data region at {data_offset}, but the memory "
+                f"{status_offset}{areas} puts the data region at {data_offset}, but the memory "
                 f"is {byte_length} bytes (got status_offset={status_offset!r})"
             )
         return cls(
@@ -227,4 +312,8 @@ class Layout:
             control_offset=control_offset,
             records_offset=records_offset,
             data_offset=data_offset,
+            static_end=static_end,
+            threads_offset=threads_offset,
+            thread_area=thread_area,
+            tls_block=tls_block if thread_area else 0,
         )

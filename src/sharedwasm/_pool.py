@@ -40,13 +40,25 @@ from ._errors import (
     SharedWasmInternalError,
 )
 from ._kernel import Kernel
-from ._layout import RECORD_BYTES, Control, Layout, Record, Schedule, Status
+from ._layout import (
+    CACHE_LINE,
+    RECORD_BYTES,
+    STACK_ALIGN,
+    Control,
+    Layout,
+    Record,
+    Schedule,
+    Status,
+    align_up,
+)
 from ._memory import Memory
 from ._runner import Runner
 from ._wasmtime import as_i32, engine, is_interrupt
 from ._worker import Worker
 
 MAX_WORKERS = 1024
+DEFAULT_STACK_SIZE = 64 * 1024
+"""Bytes of stack per worker for a kernel that uses one: wasm-ld's default."""
 """More workers than this is refused: each one is an OS thread and a wasm store."""
 
 CLOSE_TIMEOUT = 1.0
@@ -210,8 +222,14 @@ class WorkerPool:
         memory: the shared memory every worker imports as `env.memory`.
         workers: worker count; default, the CPUs this process may use.
         status_offset: byte offset of the status board. The control block,
-            the worker records and the data region follow it; bytes before
-            it are left alone.
+            the worker records, the workers' stacks and the data region
+            follow it; bytes before it are left alone. Default: just past
+            the kernel's static data (`Kernel.static_end`, 0 for most WAT
+            kernels), rounded up to a cache line.
+        stack_size: bytes of stack each worker gets, for a kernel that uses
+            a stack (one compiled from C exports `__stack_pointer`); a
+            multiple of 16. Default 64 KiB, wasm-ld's own default. Must be
+            left out for a kernel without a stack.
         spin: seconds a worker polls for the next run before parking, and the
             caller polls for the end of a run. Default: 2 ms when every
             worker has a CPU of its own, else 0. Spinning turns the wake-up
@@ -238,7 +256,8 @@ class WorkerPool:
         memory: Memory,
         workers: int | None = None,
         *,
-        status_offset: int = 0,
+        status_offset: int | None = None,
+        stack_size: int | None = None,
         spin: float | None = None,
     ) -> None:
         if not isinstance(kernel, Kernel):
@@ -271,8 +290,29 @@ class WorkerPool:
                 f"so the memory's maximum must be <= {kernel.memory_maximum} "
                 f"(got maximum={memory.maximum})"
             )
+        if stack_size is None:
+            stack_size = DEFAULT_STACK_SIZE if kernel.uses_stack else 0
+        elif isinstance(stack_size, bool):
+            raise TypeError(f"stack_size must be an int (got {stack_size!r})")
+        else:
+            stack_size = operator.index(stack_size)
+            if not kernel.uses_stack:
+                raise ValueError(
+                    f"stack_size applies only to a kernel that exports __stack_pointer; "
+                    f"{kernel.name} uses no stack (got stack_size={stack_size!r})"
+                )
+            if stack_size < STACK_ALIGN:
+                raise ValueError(f"stack_size must be >= {STACK_ALIGN} bytes (got {stack_size!r})")
+        if status_offset is None:
+            status_offset = align_up(kernel.static_end, CACHE_LINE)
         self._layout = Layout.build(
-            workers=workers, status_offset=status_offset, byte_length=memory.byte_length
+            workers=workers,
+            status_offset=status_offset,
+            byte_length=memory.byte_length,
+            static_end=kernel.static_end,
+            stack_size=stack_size,
+            tls_size=kernel.tls_size,
+            tls_align=kernel.tls_align,
         )
         self.name = f"sharedwasm-{next(_pool_ids)}"
         if memory._pools:
@@ -285,6 +325,11 @@ class WorkerPool:
         self._kernel = kernel
         self._board = StatusBoard(memory, self._layout)
         self._board.clear()
+        if kernel.static_end:
+            # A fresh start for the kernel's statics: wasm-ld's start function
+            # initialises them only while its flag word (among them) reads 0,
+            # and an earlier pool may have left anything there.
+            memory.view(np.uint8, offset=0, count=kernel.static_end)[:] = 0
         self._lock = threading.Lock()
         self._state = _State.OPEN
         # What a cancel needs, consistent under _cancel_lock: the run in
@@ -544,8 +589,10 @@ class WorkerPool:
                 publish.call()
             except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
                 host_failure = exc
-                # The trap unwound past the runner's own reset of the busy word.
+                # The trap unwound past the runner's own reset of the busy
+                # word, and past the kernel's epilogues.
                 self._board.store(Control.HOST_BUSY, 0)
+                self._host.reset_stack()
                 self._board.set_status(0, Status.CANCELLED if is_interrupt(exc) else Status.TRAPPED)
                 self._board.finish()
             spin_ns = self._spin_ns if deadline is None else self._standby_spin_ns
@@ -574,6 +621,16 @@ class WorkerPool:
                 raise RunCancelled(f"run {run_id!r} was cancelled before it started")
             if deadline is not None and time.monotonic() >= deadline:
                 raise RunTimeout(f"run {run_id!r}: another run held {self.name} for {timeout} s")
+
+    def _hint(self, error: BaseException) -> str:
+        # A stack check's failure is an `unreachable` with no word of its own.
+        if self._kernel.stack_checked and "unreachable" in str(error):
+            return (
+                "with stack checks this is also how a stack overflow ends: each worker "
+                f"has {self._layout.thread_area - self._layout.tls_block} bytes of stack "
+                "(WorkerPool stack_size)"
+            )
+        return ""
 
     def _land(self) -> None:
         """Mark the run in flight as over: a cancel can no longer reach it.
@@ -701,11 +758,16 @@ class WorkerPool:
                 int(self._records32[b32 + _CUR_START]),
                 int(self._records32[b32 + _CUR_END]),
             )
-            traps.append((KernelTrap(index, start, end, str(error)), error))
+            traps.append((KernelTrap(index, start, end, str(error), hint=self._hint(error)), error))
         if traps:
             first, cause = traps[0]
             raise KernelTrap(
-                first.worker_index, first.start, first.end, first.trap, [t for t, _ in traps[1:]]
+                first.worker_index,
+                first.start,
+                first.end,
+                first.trap,
+                [t for t, _ in traps[1:]],
+                hint=self._hint(cause),
             ) from cause
         # Closed during the run: that is the error to report.
         self._check_open()

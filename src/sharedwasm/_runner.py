@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import wasmtime
 
 from . import _wasmtime
 from ._errors import KernelError, error_cause
-from ._kernel import ENTRY_POINT, Kernel
+from ._kernel import ENTRY_POINT, INIT_TLS, SET_STACK_LIMITS, STACK_POINTER, Kernel
 from ._layout import RECORD_BYTES, Command, Control, Layout, Record, Schedule, Status
 from ._memory import Memory
 
@@ -389,7 +389,12 @@ class Runner:
         externs = kernel._imports(self.store, memory._shared, values)
         module = kernel._module_for(interruptible)
         kernel_instance = wasmtime.Instance(self.store, module, externs)  # type: ignore[arg-type]
-        compute = kernel_instance.exports(self.store)[ENTRY_POINT]
+        kernel_exports = kernel_instance.exports(self.store)
+        compute = kernel_exports[ENTRY_POINT]
+        self._stack_pointer: wasmtime.Global | None = None
+        self._stack_top = 0
+        if kernel.uses_stack:
+            self._give_thread_area(kernel, kernel_exports, layout, index)
         imports: list[object] = []
         runner = runner_module(interruptible)
         for imp in runner.imports:
@@ -412,3 +417,45 @@ class Runner:
         self.worker_loop = raw("worker_loop", 4)
         self.host_run = raw("host_run", 6)
         self.host_wait = raw("host_wait", 2)
+
+    def _give_thread_area(
+        self, kernel: Kernel, exports: Mapping[str, object], layout: Layout, index: int
+    ) -> None:
+        """Point this instance's stack (and TLS) at worker `index`'s thread area.
+
+        The caller's runner and the standby thread both do worker 0's share,
+        never at the same time (runs are serialised and a run in flight
+        blocks the next), so they share worker 0's area.
+        """
+        stack_pointer = exports[STACK_POINTER]
+        assert isinstance(stack_pointer, wasmtime.Global)
+        self._stack_pointer = stack_pointer
+        self._stack_top = layout.stack_top(index)
+        stack_pointer.set_value(self.store, wasmtime.Val.i32(_wasmtime.as_i32(self._stack_top)))
+        if kernel.stack_checked:
+            limits = exports[SET_STACK_LIMITS]
+            assert isinstance(limits, wasmtime.Func)
+            limits(
+                self.store,
+                _wasmtime.as_i32(self._stack_top),
+                _wasmtime.as_i32(layout.stack_bottom(index)),
+            )
+        if kernel.tls_size:
+            init_tls = exports[INIT_TLS]
+            assert isinstance(init_tls, wasmtime.Func)
+            # Copies the kernel's .tdata into this worker's block and points
+            # its __tls_base there; two instances of worker 0 write the same
+            # bytes to the same block, which is harmless.
+            init_tls(self.store, _wasmtime.as_i32(layout.tls_address(index)))
+
+    def reset_stack(self) -> None:
+        """Put the stack pointer back at the top of this worker's stack.
+
+        A trap unwinds past the kernel's own epilogues, so the stack pointer
+        stays where the trapping call left it; without this every trap would
+        leak that much of the stack.
+        """
+        if self._stack_pointer is not None:
+            self._stack_pointer.set_value(
+                self.store, wasmtime.Val.i32(_wasmtime.as_i32(self._stack_top))
+            )

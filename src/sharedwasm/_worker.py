@@ -113,8 +113,10 @@ class Worker:
                 seen = board.load(
                     Control.STANDBY_GENERATION if self.index == 0 else Control.GENERATION
                 )
-                # The trap unwound past the runner's own reset of the busy word.
+                # The trap unwound past the runner's own reset of the busy
+                # word, and past the kernel's epilogues.
                 board.store_record(self.index, Record.BUSY, 0)
+                runner.reset_stack()
                 board.set_status(self.index, Status.CANCELLED if interrupted else Status.TRAPPED)
                 board.finish()
                 # EXIT stores COMMAND before it bumps the generation read into

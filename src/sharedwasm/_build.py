@@ -1,0 +1,326 @@
+"""`build`: C (or C++) to a shared-memory kernel, with Debian's clang, lld and binaryen.
+
+What a kernel for a pool needs from the toolchain, and why each flag:
+
+* `--target=wasm32 -ffreestanding -nostdlib`: a bare module, no libc, no WASI.
+* `-matomics -mbulk-memory`: a shared memory needs both; with them wasm-ld
+  makes the data segments passive and initialises them once per memory from
+  a start function guarded by an atomic flag, so N workers instantiating
+  together do not rewrite statics one of them already changed.
+* `-mmutable-globals`: `__stack_pointer` is exported so the pool can give
+  every worker its own stack; exporting a mutable global needs the feature.
+* `-ftls-model=local-exec`: the only thread-local model wasm-ld supports
+  without Emscripten; each worker's block is set up by `__wasm_init_tls`.
+* `--import-memory --shared-memory --max-memory=4GiB`: the pool owns the
+  memory; the largest maximum accepts any `Memory`.
+* `--no-entry -z stack-size=0`: no `main`, and no linker stack, because the
+  pool places one stack per worker after the worker records.
+* `--export=__stack_pointer,__heap_base,__data_end` and the TLS symbols: what
+  the pool reads to keep the status board off the static data and to give
+  each worker its stack and thread-local block.
+* `wasm-opt --stack-check`: every change of the stack pointer is checked
+  against limits the pool sets per worker (`__set_stack_limits`), so a kernel
+  that overflows its stack traps instead of writing over a neighbour's.
+
+The output carries a `sharedwasm.build` custom section recording the digest
+of everything that went into it, which `build_is_current` compares to decide
+whether a `.wasm` is stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ._errors import BuildError, BuildWarning, ToolchainNotFoundError
+
+INCLUDE_DIR = Path(__file__).with_name("include")
+ABI_SOURCE = INCLUDE_DIR / "sharedwasm_abi.s"
+HEADER = INCLUDE_DIR / "sharedwasm.h"
+OPTIMIZE_LEVELS = ("0", "1", "2", "3", "s", "z")
+BUILD_SECTION = "sharedwasm.build"
+_CXX_SUFFIXES = {".cc", ".cpp", ".cxx", ".c++"}
+_TIMEOUT = 300.0
+
+_COMPILE_FLAGS = (
+    "--target=wasm32",
+    "-ffreestanding",
+    "-nostdlib",
+    "-matomics",
+    "-mbulk-memory",
+    "-mmutable-globals",
+    "-ftls-model=local-exec",
+    # A call to an undeclared function would otherwise compile, then fail at
+    # link time as an undefined symbol far from the line that caused it.
+    "-Werror=implicit-function-declaration",
+)
+_LINK_FLAGS = (
+    "-Wl,--no-entry",
+    "-Wl,--import-memory",
+    "-Wl,--shared-memory",
+    "-Wl,--max-memory=4294967296",
+    "-Wl,-z,stack-size=0",
+    "-Wl,--export=compute_partition",
+    "-Wl,--export=__stack_pointer",
+    "-Wl,--export=__heap_base",
+    "-Wl,--export=__data_end",
+    "-Wl,--export-if-defined=__wasm_init_tls",
+    "-Wl,--export-if-defined=__tls_size",
+    "-Wl,--export-if-defined=__tls_align",
+)
+_WASM_OPT_FEATURES = (
+    "--enable-threads",
+    "--enable-bulk-memory",
+    "--enable-mutable-globals",
+    "--enable-sign-ext",
+)
+
+
+def get_include() -> str:
+    """Return the directory holding `sharedwasm.h` and `sharedwasm_abi.s`.
+
+    For builds that drive clang directly: add `-I` with this directory and link
+    `sharedwasm_abi.s` from it.
+    """
+    return str(INCLUDE_DIR)
+
+
+def _tool(env: str, names: Sequence[str], package: str) -> str:
+    override = os.environ.get(env)
+    if override:
+        found = shutil.which(override)
+        if found is None:
+            raise ToolchainNotFoundError(f"{env}={override!r} does not name an executable program")
+        return found
+    for name in names:
+        found = shutil.which(name)
+        if found is not None:
+            return found
+    raise ToolchainNotFoundError(
+        f"{names[0]} was not found on PATH: install Debian's {package} "
+        f"(apt-get install {package}) or set {env} to the program"
+    )
+
+
+def _clang() -> str:
+    return _tool("SHAREDWASM_CLANG", ("clang", *(f"clang-{v}" for v in range(30, 13, -1))), "clang")
+
+
+def _wasm_opt() -> str:
+    return _tool("SHAREDWASM_WASM_OPT", ("wasm-opt",), "binaryen")
+
+
+def _check_linker() -> None:
+    # clang looks for wasm-ld on PATH; without it the error names a linker
+    # the user never asked for, so say which package provides it.
+    if shutil.which("wasm-ld") is None:
+        raise ToolchainNotFoundError(
+            "wasm-ld was not found on PATH: install Debian's lld (apt-get install lld)"
+        )
+
+
+def _run(command: list[str], what: str, source: Path) -> str:
+    try:
+        proc = subprocess.run(
+            command, capture_output=True, text=True, timeout=_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BuildError(
+            f"{what} did not finish building {source.name} within {_TIMEOUT:.0f} s",
+            command=command,
+            stderr="",
+            returncode=None,
+        ) from exc
+    if proc.returncode != 0:
+        raise BuildError(
+            f"{what} could not build {source.name} (exit {proc.returncode}):\n"
+            f"{proc.stderr.strip()}",
+            command=command,
+            stderr=proc.stderr,
+            returncode=proc.returncode,
+        )
+    return proc.stderr
+
+
+def _custom_section(name: str, payload: bytes) -> bytes:
+    def uleb(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            byte = n & 0x7F
+            n >>= 7
+            out.append(byte | (0x80 if n else 0))
+            if not n:
+                return bytes(out)
+
+    encoded = name.encode()
+    body = uleb(len(encoded)) + encoded + payload
+    return b"\x00" + uleb(len(body)) + body
+
+
+def _options(
+    source: Path, optimize: str, simd: bool, defines: Sequence[str], cflags: Sequence[str]
+) -> list[str]:
+    flags = [*_COMPILE_FLAGS, f"-O{optimize}"]
+    if simd:
+        flags.append("-msimd128")
+    if source.suffix.lower() in _CXX_SUFFIXES:
+        flags += ["-fno-exceptions", "-fno-rtti"]
+    flags += [f"-D{d}" for d in defines]
+    flags += list(cflags)
+    return flags
+
+
+def _digest(source: Path, flags: Sequence[str], stack_check: bool) -> str:
+    """A digest of what determines the output: the source, our header and
+    ABI stub, the flags and the build recipe itself."""
+    h = hashlib.sha256()
+    for part in (source.read_bytes(), HEADER.read_bytes(), ABI_SOURCE.read_bytes()):
+        h.update(hashlib.sha256(part).digest())
+    recipe = {"flags": list(flags), "link": list(_LINK_FLAGS), "stack_check": stack_check}
+    h.update(json.dumps(recipe, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _normalise(
+    optimize: str | int,
+    simd: bool,
+    stack_check: bool,
+    defines: Iterable[str],
+    cflags: Iterable[str],
+) -> tuple[str, list[str], list[str]]:
+    level = str(optimize)
+    if level.startswith("-O"):
+        level = level[2:]
+    if level not in OPTIMIZE_LEVELS:
+        raise ValueError(f"optimize must be one of {', '.join(OPTIMIZE_LEVELS)} (got {optimize!r})")
+    if not isinstance(simd, bool) or not isinstance(stack_check, bool):
+        raise TypeError(f"simd and stack_check must be bools (got {simd!r}, {stack_check!r})")
+    if isinstance(defines, str) or isinstance(cflags, str):
+        raise TypeError("defines and cflags must be sequences of strings, not one string")
+    return level, [str(d) for d in defines], [str(f) for f in cflags]
+
+
+def build(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None = None,
+    *,
+    optimize: str | int = "2",
+    simd: bool = False,
+    stack_check: bool = True,
+    defines: Iterable[str] = (),
+    cflags: Iterable[str] = (),
+) -> Path:
+    """Compile a C or C++ source file into a kernel module and return its path.
+
+    Args:
+        source: the `.c` file (`.cc`/`.cpp` compile as C++ without exceptions).
+        output: where to write the module; default, `source` with `.wasm`.
+        optimize: clang's level: "0", "1", "2", "3", "s" or "z".
+        simd: allow 128-bit SIMD (`-msimd128`, `<wasm_simd128.h>`).
+        stack_check: make a stack overflow trap (binaryen's `--stack-check`)
+            instead of silently writing below the worker's stack.
+        defines: `NAME` or `NAME=VALUE` macro definitions.
+        cflags: more clang arguments, passed as given.
+
+    Raises:
+        FileNotFoundError: `source` does not exist.
+        ValueError: an option is out of range.
+        ToolchainNotFoundError: clang, wasm-ld or wasm-opt is not installed.
+        BuildError: clang, wasm-ld or wasm-opt failed; the message holds
+            their diagnostics.
+        KernelError: the module built but is not a usable kernel.
+    """
+    from ._kernel import Kernel
+
+    src = Path(source)
+    if not src.is_file():
+        raise FileNotFoundError(f"kernel source {str(src)!r} does not exist or is not a file")
+    level, define_list, cflag_list = _normalise(optimize, simd, stack_check, defines, cflags)
+    out = Path(output) if output is not None else src.with_suffix(".wasm")
+    flags = _options(src, level, simd, define_list, cflag_list)
+    clang = _clang()
+    _check_linker()
+    wasm_opt = _wasm_opt() if stack_check else None
+    with tempfile.TemporaryDirectory(prefix="sharedwasm-build-") as tmp:
+        linked = Path(tmp) / "linked.wasm"
+        command = [
+            clang,
+            *flags,
+            "-I",
+            str(INCLUDE_DIR),
+            *_LINK_FLAGS,
+            str(src),
+            str(ABI_SOURCE),
+            "-o",
+            str(linked),
+        ]
+        diagnostics = _run(command, "clang", src)
+        final = linked
+        if wasm_opt is not None:
+            final = Path(tmp) / "checked.wasm"
+            features = [*_WASM_OPT_FEATURES, *(["--enable-simd"] if simd else [])]
+            # -g keeps the name section, so traps name the kernel's functions.
+            _run(
+                [wasm_opt, "-g", *features, "--stack-check", str(linked), "-o", str(final)],
+                "wasm-opt",
+                src,
+            )
+        info = {
+            "digest": _digest(src, flags, stack_check),
+            "source": src.name,
+            "optimize": level,
+            "simd": simd,
+            "stack_check": stack_check,
+        }
+        wasm = final.read_bytes() + _custom_section(
+            BUILD_SECTION, json.dumps(info, sort_keys=True).encode()
+        )
+    Kernel.from_bytes(wasm, name=out.name)  # the ABI check, before anything is written
+    if diagnostics.strip():
+        warnings.warn(BuildWarning(diagnostics.strip()), stacklevel=2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_bytes(wasm)
+    os.replace(partial, out)
+    return out
+
+
+def build_info(wasm: bytes) -> dict[str, object] | None:
+    """Return the `sharedwasm.build` record of a module, or None if it has none."""
+    from . import _binary
+
+    payload = _binary.custom_section(wasm, BUILD_SECTION)
+    if payload is None:
+        return None
+    try:
+        info = json.loads(payload)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def build_is_current(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    optimize: str | int = "2",
+    simd: bool = False,
+    stack_check: bool = True,
+    defines: Iterable[str] = (),
+    cflags: Iterable[str] = (),
+) -> bool:
+    """True if `output` was built from `source` as it is now, with these options."""
+    src, out = Path(source), Path(output)
+    if not out.is_file():
+        return False
+    level, define_list, cflag_list = _normalise(optimize, simd, stack_check, defines, cflags)
+    flags = _options(src, level, simd, define_list, cflag_list)
+    info = build_info(out.read_bytes())
+    return info is not None and info.get("digest") == _digest(src, flags, stack_check)
