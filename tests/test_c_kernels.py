@@ -1,0 +1,300 @@
+"""Kernels compiled from C on a pool: static data, one stack and TLS block per worker, traps.
+
+Each kernel here is a few lines of C built once per session with
+`sharedwasm.build`; what they compute is chosen so that a shared stack, a
+re-initialised static, a status board on the static data or a leaked stack
+pointer gives a wrong number, not just a different timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import sharedwasm as sw
+from conftest import InThread
+from sharedwasm._layout import CACHE_LINE
+
+# Every element records where its worker's stack and TLS block are, and how
+# many calls that worker has made (a _Thread_local counter that starts at 100).
+WHERE = r"""
+#include <sharedwasm.h>
+static _Thread_local uint32_t calls = 100;
+SW_KERNEL(start, end) {
+    volatile uint32_t local = 0;
+    uint32_t *out = SW_DATA(uint32_t);
+    calls += 1;
+    for (uint32_t i = start; i < end; i++) {
+        out[4 * i + 0] = (uint32_t)(uintptr_t)&local;
+        out[4 * i + 1] = (uint32_t)(uintptr_t)&calls;
+        out[4 * i + 2] = calls;
+        out[4 * i + 3] = sw_worker_index();
+    }
+}
+"""
+
+# Recursion with a 1 KiB frame per level; each level fills its frame from the
+# element, recurses, then reads the frame back: another worker's frames on the
+# same addresses change the sum. A negative depth traps at the bottom.
+DEEP = r"""
+#include <sharedwasm.h>
+__attribute__((noinline)) static uint32_t dive(uint32_t seed, int32_t depth) {
+    volatile uint32_t frame[256];
+    for (uint32_t k = 0; k < 256; k++) frame[k] = seed * 2654435761u + k;
+    uint32_t below = 0;
+    if (depth > 1) below = dive(seed + 1, depth - 1);
+    else if (depth < -1) below = dive(seed + 1, depth + 1);
+    else if (depth == -1) __builtin_trap();
+    uint32_t sum = 0;
+    for (uint32_t k = 0; k < 256; k++) sum += frame[k] ^ k;
+    return sum + below;
+}
+SW_KERNEL(start, end) {
+    int32_t *depth = SW_DATA(int32_t);
+    uint32_t *out = SW_DATA_AT(uint32_t, 64);
+    for (uint32_t i = start; i < end; i++)
+        out[i] = dive(i, depth[0] ? depth[0] : 1 + (int32_t)(i % 8));
+}
+"""
+
+# Static data: an initialised table and a counter every call bumps atomically.
+STATICS = r"""
+#include <sharedwasm.h>
+static volatile const uint32_t table[4096] = {[0] = 11, [4095] = 22};
+static uint32_t counter = 1000;
+SW_KERNEL(start, end) {
+    uint32_t *out = SW_DATA(uint32_t);
+    uint32_t seen = sw_atomic_add_u32(&counter, 1);
+    for (uint32_t i = start; i < end; i++) out[i] = table[0] + table[4095] + seen;
+}
+"""
+
+
+def _python_dive(seed: int, depth: int) -> int:
+    total = 0
+    while True:
+        total += sum(((seed * 2654435761 + k) & 0xFFFFFFFF) ^ k for k in range(256))
+        if depth <= 1:
+            return total & 0xFFFFFFFF
+        seed, depth = seed + 1, depth - 1
+
+
+@pytest.fixture(scope="session")
+def c_kernel(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], sw.Kernel]:
+    """Build a C source once per session; return the loaded kernel."""
+    cache: dict[str, sw.Kernel] = {}
+    root = tmp_path_factory.mktemp("c-kernels")
+
+    def load(name: str, source: str) -> sw.Kernel:
+        if name not in cache:
+            path = root / f"{name}.c"
+            path.write_text(source)
+            cache[name] = sw.Kernel.from_file(sw.build(path))
+        return cache[name]
+
+    return load
+
+
+def run(pool: sw.WorkerPool, **kw: Any) -> sw.RunResult:
+    """`pool.run` in a thread, bounded by the tests' timeout (which dumps the board)."""
+    result: sw.RunResult = InThread(lambda: pool.run(**kw)).join(pool)
+    return result
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_every_worker_has_its_own_stack_and_tls_block(c_kernel, make_pool, workers):
+    kernel = c_kernel("where", WHERE)
+    assert kernel.uses_stack
+    assert kernel.tls_size == 4
+    pool = make_pool(kernel, workers=workers)
+    lay = pool.layout
+    elements = 4 * workers
+    for _ in range(3):
+        run(pool, elements=elements)
+    # A run with a timeout has worker 0's share done by the standby thread,
+    # which stands in for the caller: same stack, same thread-local block.
+    run(pool, elements=elements, timeout=10.0)
+    out = pool.data(np.uint32)[: 4 * elements].reshape(elements, 4)
+    for stack, tls, calls, index in out.tolist():
+        assert lay.stack_bottom(index) <= stack < lay.stack_top(index)
+        assert tls == lay.tls_address(index)
+        assert calls == 104, f"worker {index} counted {calls} calls"
+    assert len({row[0] for row in out.tolist()}) == workers
+    assert lay.threads_offset >= lay.records_end
+    assert lay.data_offset >= lay.threads_end
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_deep_recursion_on_every_worker_is_correct(c_kernel, make_pool, workers):
+    pool = make_pool(c_kernel("deep", DEEP), sw.Memory(64, 256), workers=workers)
+    elements = 64
+    expected = [_python_dive(i, 1 + i % 8) for i in range(elements)]
+    for _ in range(5):
+        pool.data(np.int32)[0] = 0
+        pool.data(np.uint32)[16 : 16 + elements] = 0
+        run(pool, elements=elements, schedule="dynamic", chunk=1)
+        assert pool.data(np.uint32)[16 : 16 + elements].tolist() == expected
+
+
+def test_stack_overflow_traps_and_the_pool_recovers(c_kernel, make_pool):
+    pool = make_pool(c_kernel("deep", DEEP), sw.Memory(64, 256), workers=2)
+    pool.data(np.int32)[0] = 200  # 200 frames of 1 KiB in a 64 KiB stack
+    with pytest.raises(sw.KernelTrap, match="stack overflow") as info:
+        run(pool, elements=8)
+    assert "65536 bytes of stack" in str(info.value)
+    pool.data(np.int32)[0] = 40
+    run(pool, elements=8)
+    assert pool.data(np.uint32)[16:24].tolist() == [_python_dive(i, 40) for i in range(8)]
+
+
+def test_a_larger_stack_size_lets_deeper_recursion_through(c_kernel, make_pool):
+    kernel = c_kernel("deep", DEEP)
+    pool = make_pool(kernel, sw.Memory(64, 256), workers=2, stack_size=256 * 1024)
+    assert pool.layout.thread_area == 256 * 1024
+    pool.data(np.int32)[0] = 200
+    run(pool, elements=4)
+    assert pool.data(np.uint32)[16:20].tolist() == [_python_dive(i, 200) for i in range(4)]
+
+
+def test_traps_do_not_leak_stack(c_kernel, make_pool):
+    """A trap 40 frames deep leaves the stack pointer 40 KiB down unless it is reset."""
+    pool = make_pool(c_kernel("deep", DEEP), sw.Memory(64, 256), workers=2)
+    for _ in range(20):
+        pool.data(np.int32)[0] = -40
+        with pytest.raises(sw.KernelTrap):
+            run(pool, elements=2)
+    pool.data(np.int32)[0] = 60  # 60 KiB of the 64: fits only from the top of the stack
+    run(pool, elements=2)
+    assert pool.data(np.uint32)[16:18].tolist() == [_python_dive(i, 60) for i in range(2)]
+
+
+def test_status_board_goes_after_static_data(c_kernel, make_pool):
+    kernel = c_kernel("statics", STATICS)
+    assert kernel.static_end >= 1024 + 4096 * 4
+    pool = make_pool(kernel, workers=3)
+    assert pool.layout.status_offset == -(-kernel.static_end // CACHE_LINE) * CACHE_LINE
+    assert pool.layout.regions()["kernel static data"] == (0, kernel.static_end)
+    run(pool, elements=3)
+    assert sorted(pool.data(np.uint32)[:3].tolist()) == [1033, 1034, 1035]
+
+
+def test_status_offset_inside_static_data_is_a_layout_error(c_kernel):
+    kernel = c_kernel("statics", STATICS)
+    with pytest.raises(sw.LayoutError, match=rf"status_offset must be >= {kernel.static_end}"):
+        sw.WorkerPool(kernel, sw.Memory(16, 64), 2, status_offset=0)
+
+
+def test_static_data_is_initialised_once_per_pool(c_kernel, make_pool):
+    kernel = c_kernel("statics", STATICS)
+    memory = sw.Memory(16, 64)
+    # Whatever an earlier user left there, including wasm-ld's init flag, must
+    # not stop the statics being initialised (nor hang the instantiation).
+    memory.view(np.uint8, offset=0, count=kernel.static_end)[:] = 1
+    pool = make_pool(kernel, memory, workers=4)
+    run(pool, elements=4)
+    run(pool, elements=4)
+    # 4 instances (plus the caller's) started; none re-initialised the counter.
+    assert sorted(pool.data(np.uint32)[:4].tolist()) == [1037, 1038, 1039, 1040]
+    pool.close()
+    again = make_pool(kernel, memory, workers=2)
+    run(again, elements=2)
+    assert sorted(again.data(np.uint32)[:2].tolist()) == [1033, 1034]
+
+
+def test_c_kernel_on_an_interruptible_memory(c_kernel, make_pool):
+    pool = make_pool(c_kernel("deep", DEEP), sw.Memory(64, 256, interruptible=True), workers=2)
+    pool.data(np.int32)[0] = 0
+    run(pool, elements=16)
+    assert pool.data(np.uint32)[16:32].tolist() == [_python_dive(i, 1 + i % 8) for i in range(16)]
+    pool.data(np.int32)[0] = -5
+    with pytest.raises(sw.KernelTrap):
+        run(pool, elements=2)
+
+
+@pytest.mark.parametrize(
+    ("stack_size", "error", "match"),
+    [
+        (100, ValueError, "multiple of 16"),
+        (8, ValueError, ">= 16"),
+        (-16, ValueError, "stack_size"),
+        (True, TypeError, "stack_size must be an int"),
+        ("64k", TypeError, "integer"),
+        (1 << 30, sw.LayoutError, "thread areas"),
+    ],
+)
+def test_bad_stack_size(c_kernel, stack_size, error, match):
+    with pytest.raises(error, match=match):
+        sw.WorkerPool(c_kernel("deep", DEEP), sw.Memory(16, 64), 2, stack_size=stack_size)
+
+
+def test_stack_size_for_a_kernel_without_a_stack(kernel):
+    with pytest.raises(ValueError, match="uses no stack"):
+        sw.WorkerPool(kernel("map_f32"), sw.Memory(16, 64), 2, stack_size=65536)
+
+
+def test_an_unexported_stack_pointer_is_refused():
+    wat = """
+    (module
+      (import "env" "memory" (memory 1 16 shared))
+      (global $__stack_pointer (mut i32) (i32.const 4096))
+      (func (export "compute_partition") (param i32 i32)
+        (global.set $__stack_pointer (i32.sub (global.get $__stack_pointer) (i32.const 16)))))
+    """
+    with pytest.raises(sw.KernelError, match="every worker would use the same stack"):
+        sw.Kernel.from_wat(wat)
+
+
+def test_an_immutable_stack_pointer_is_refused():
+    wat = """
+    (module
+      (import "env" "memory" (memory 1 16 shared))
+      (global (export "__stack_pointer") i32 (i32.const 4096))
+      (func (export "compute_partition") (param i32 i32)))
+    """
+    with pytest.raises(sw.KernelError, match="mutable i32 global"):
+        sw.Kernel.from_wat(wat)
+
+
+def test_tls_without_init_function_is_refused():
+    wat = """
+    (module
+      (import "env" "memory" (memory 1 16 shared))
+      (global (export "__stack_pointer") (mut i32) (i32.const 4096))
+      (global (export "__tls_size") i32 (i32.const 8))
+      (func (export "compute_partition") (param i32 i32)))
+    """
+    with pytest.raises(sw.KernelError, match="__wasm_init_tls"):
+        sw.Kernel.from_wat(wat)
+
+
+def test_active_data_segments_count_as_static_data(make_pool):
+    wat = """
+    (module
+      (import "env" "memory" (memory 1 64 shared))
+      (data (i32.const 2000) "\\01\\02\\03\\04")
+      (func (export "compute_partition") (param i32 i32)))
+    """
+    kernel = sw.Kernel.from_wat(wat)
+    assert kernel.static_end == 2004
+    assert not kernel.uses_stack
+    pool = make_pool(kernel, workers=2)
+    assert pool.layout.status_offset == 2048
+    assert pool.memory.view(np.uint8, offset=2000, count=4).tolist() == [1, 2, 3, 4]
+
+
+def test_wat_kernels_keep_the_bare_layout(kernel, make_pool):
+    pool = make_pool(kernel("map_f32"), workers=2)
+    lay = pool.layout
+    assert (lay.status_offset, lay.static_end, lay.thread_area) == (0, 0, 0)
+    assert lay.threads_offset == lay.records_end
+    assert "worker stacks" not in lay.regions()
+
+
+def test_library_header_is_in_get_include():
+    include = Path(sw.get_include())
+    assert (include / "sharedwasm.h").is_file()
+    assert (include / "sharedwasm_abi.s").is_file()
