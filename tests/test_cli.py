@@ -60,3 +60,5 @@ def test_python_dash_m_info():
     )
     assert re.search(r"^wasmtime   50\.", proc.stdout, re.M)
     assert re.search(r"^cpus       \d+ usable", proc.stdout, re.M)
+    assert re.search(r"^clang      .*clang version \d+", proc.stdout, re.M)
+    assert re.search(r"^wasm-opt   wasm-opt version \d+", proc.stdout, re.M)

@@ -117,13 +117,35 @@ def _wasm_opt() -> str:
     return _tool("SHAREDWASM_WASM_OPT", ("wasm-opt",), "binaryen")
 
 
-def _check_linker() -> None:
+def _linker() -> str:
     # clang looks for wasm-ld on PATH; without it the error names a linker
     # the user never asked for, so say which package provides it.
-    if shutil.which("wasm-ld") is None:
+    found = shutil.which("wasm-ld")
+    if found is None:
         raise ToolchainNotFoundError(
             "wasm-ld was not found on PATH: install Debian's lld (apt-get install lld)"
         )
+    return found
+
+
+def toolchain() -> dict[str, str]:
+    """Describe each program `build` uses: its version line, or why it is unusable."""
+    described = {}
+    for label, find in (("clang", _clang), ("wasm-ld", _linker), ("wasm-opt", _wasm_opt)):
+        try:
+            program = find()
+        except ToolchainNotFoundError as exc:
+            described[label] = f"missing: {exc}"
+            continue
+        try:
+            proc = subprocess.run(
+                [program, "--version"], capture_output=True, text=True, timeout=30, check=False
+            )
+            first = (proc.stdout or proc.stderr).strip().splitlines()
+            described[label] = f"{first[0] if first else '?'} ({program})"
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            described[label] = f"unusable: {exc} ({program})"
+    return described
 
 
 def _run(command: list[str], what: str, source: Path) -> str:
@@ -246,7 +268,7 @@ def build(
     out = Path(output) if output is not None else src.with_suffix(".wasm")
     flags = _options(src, level, simd, define_list, cflag_list)
     clang = _clang()
-    _check_linker()
+    _linker()
     wasm_opt = _wasm_opt() if stack_check else None
     with tempfile.TemporaryDirectory(prefix="sharedwasm-build-") as tmp:
         linked = Path(tmp) / "linked.wasm"

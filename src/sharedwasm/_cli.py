@@ -244,6 +244,8 @@ def _info() -> int:
     print(f"python     {platform.python_version()} ({platform.python_implementation()})")
     print(f"platform   {platform.platform()}")
     print(f"cpus       {default_workers()} usable of {os.cpu_count()}")
+    for label, tool in _build.toolchain().items():
+        print(f"{label:<10} {tool}")
     return 0
 
 

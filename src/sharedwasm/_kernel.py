@@ -213,7 +213,12 @@ class Kernel:
         return memory
 
     def _read_statics(self, wasm: bytes) -> None:
-        statics = _binary.read_statics(wasm)
+        try:
+            statics = _binary.read_statics(wasm)
+        except (IndexError, KeyError, ValueError) as exc:  # an encoding the reader does not know
+            raise KernelError(
+                f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
+            ) from exc
         sigs = _binary.read_signatures(wasm)
         ends = [statics.active_data_end]
         for name in ("__heap_base", "__data_end"):
