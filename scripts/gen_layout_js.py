@@ -1,10 +1,11 @@
 """Generate the JavaScript mirror of the memory layout, `web/runtime/layout.mjs`.
 
 `sharedwasm._layout` is the single source of truth of the memory contract; the
-JavaScript runtime imports the constants, the enums and `buildLayout` from the
-module this script writes, so both sides place the same words at the same
-addresses. Values come from the imported module, their descriptions from its
-source (attribute docstrings are not kept at runtime).
+JavaScript runtime imports the constants, the enums, `buildLayout` and the
+thread-area helpers (`tlsAddress`, `stackBottom`, `stackTop`) from the module
+this script writes, so both sides place the same words at the same addresses.
+Values come from the imported module, their descriptions from its source
+(attribute docstrings are not kept at runtime).
 
 Usage:
     .venv/bin/python scripts/gen_layout_js.py          write the file
@@ -43,6 +44,8 @@ CONSTANTS = (
     "CONTROL_WORDS",
     "CONTROL_BYTES",
     "RECORD_BYTES",
+    "STACK_ALIGN",
+    "DEFAULT_STACK_SIZE",
 )
 
 HEADER = f"""\
@@ -57,6 +60,7 @@ const LINE = BigInt(CACHE_LINE);
 const ALIGN = BigInt(DATA_ALIGN);
 const CONTROL = BigInt(CONTROL_BYTES);
 const RECORD = BigInt(RECORD_BYTES);
+const STACK = BigInt(STACK_ALIGN);
 
 const describe = (value) => {
   if (typeof value === "string") return JSON.stringify(value);
@@ -88,32 +92,78 @@ export function alignUp(value, alignment) {
  * exactly as `Layout.build` does. Integers may be numbers or BigInts; the
  * arithmetic is exact either way.
  *
- * @param {{workers: number, statusOffset: number, byteLength: number}} options
+ * `staticEnd` is where the kernel's static data ends (the board may not start
+ * before it); `stackSize` and `tlsSize` are the bytes of stack and of
+ * thread-local data each worker gets (0 for a kernel without), `tlsAlign` the
+ * alignment of its thread-local block.
+ *
+ * @param {{workers: number, statusOffset: number, byteLength: number, staticEnd?: number,
+ *   stackSize?: number, tlsSize?: number, tlsAlign?: number}} options
  * @returns {Readonly<{workers: number, statusOffset: number, controlOffset: number,
  *   recordsOffset: number, dataOffset: number, statusEnd: number, controlEnd: number,
- *   recordsEnd: number}>}
+ *   recordsEnd: number, staticEnd: number, threadsOffset: number, threadArea: number,
+ *   tlsBlock: number, threadsEnd: number}>}
  * @throws {TypeError} an argument is not an integer.
- * @throws {RangeError} `workers` is not positive.
- * @throws {LayoutError} the status offset is negative or misaligned, or the
- *   regions do not leave room for any data.
+ * @throws {RangeError} `workers` is not positive, `stackSize` is not a multiple of
+ *   STACK_ALIGN, or `tlsAlign` is not a power of two.
+ * @throws {LayoutError} the status offset is negative, misaligned or inside the
+ *   kernel's static data, or the regions do not leave room for any data.
  */
-export function buildLayout({ workers, statusOffset, byteLength } = {}) {
+export function buildLayout({
+  workers,
+  statusOffset,
+  byteLength,
+  staticEnd = 0,
+  stackSize = 0,
+  tlsSize = 0,
+  tlsAlign = 1,
+} = {}) {
   const n = toIndex("workers", workers);
   const status = toIndex("statusOffset", statusOffset);
   const length = toIndex("byteLength", byteLength);
+  const statics = toIndex("staticEnd", staticEnd);
+  const stack = toIndex("stackSize", stackSize);
+  const tls = toIndex("tlsSize", tlsSize);
+  const tlsAlignment = toIndex("tlsAlign", tlsAlign);
   if (n < 1n) throw new RangeError(`workers must be at least 1 (got ${n})`);
+  if (stack < 0n || stack % STACK !== 0n) {
+    throw new RangeError(
+      `stackSize must be a non-negative multiple of ${STACK} bytes (got ${stack})`,
+    );
+  }
+  if (tls < 0n || tlsAlignment < 1n || (tlsAlignment & (tlsAlignment - 1n)) !== 0n) {
+    throw new RangeError(
+      `tlsSize must be >= 0 and tlsAlign a power of two (got ${tls}, ${tlsAlignment})`,
+    );
+  }
   if (status < 0n) throw new LayoutError(`statusOffset must be >= 0 (got ${status})`);
   if (status % SLOT !== 0n) {
     throw new LayoutError(`statusOffset must be a multiple of ${SLOT} (got ${status})`);
   }
+  if (status < statics) {
+    throw new LayoutError(
+      `statusOffset must be >= ${statics}: the kernel's static data (its data ` +
+        `segments, up to __heap_base) ends there, and a status board inside it ` +
+        `would be overwritten (got statusOffset=${status})`,
+    );
+  }
   const statusEnd = status + n * SLOT;
   const controlOffset = alignUpBig(statusEnd, LINE);
   const recordsOffset = alignUpBig(controlOffset + CONTROL, LINE);
-  const dataOffset = alignUpBig(recordsOffset + n * RECORD, ALIGN);
+  const recordsEnd = recordsOffset + n * RECORD;
+  // Each area starts aligned for its TLS block and for the stack, whose top
+  // (the area's end) must keep the 16-byte alignment clang assumes.
+  const areaAlign = tlsAlignment > STACK ? tlsAlignment : STACK;
+  const tlsBlock = tls ? alignUpBig(tls, STACK) : 0n;
+  const threadArea = stack ? alignUpBig(tlsBlock + stack, areaAlign) : 0n;
+  const threadsOffset = threadArea ? alignUpBig(recordsEnd, areaAlign) : recordsEnd;
+  const threadsEnd = threadsOffset + n * threadArea;
+  const dataOffset = alignUpBig(threadsEnd, ALIGN);
   if (dataOffset >= length) {
+    const areas = threadArea ? ` and ${n} thread areas of ${threadArea} bytes` : "";
     throw new LayoutError(
       `statusOffset must leave room for data: a board for ${n} workers at ` +
-        `${status} puts the data region at ${dataOffset}, but the memory ` +
+        `${status}${areas} puts the data region at ${dataOffset}, but the memory ` +
         `is ${length} bytes (got statusOffset=${status})`,
     );
   }
@@ -125,8 +175,43 @@ export function buildLayout({ workers, statusOffset, byteLength } = {}) {
     dataOffset: Number(dataOffset),
     statusEnd: Number(statusEnd),
     controlEnd: Number(controlOffset + CONTROL),
-    recordsEnd: Number(recordsOffset + n * RECORD),
+    recordsEnd: Number(recordsEnd),
+    staticEnd: Number(statics),
+    threadsOffset: Number(threadsOffset),
+    threadArea: Number(threadArea),
+    tlsBlock: Number(threadArea ? tlsBlock : 0n),
+    threadsEnd: Number(threadsEnd),
   });
+}
+
+/**
+ * Byte address of a worker's thread-local block (`Layout.tls_address`).
+ * @param {{threadsOffset: number, threadArea: number}} layout what buildLayout returned
+ * @param {number} workerIndex
+ * @returns {number}
+ */
+export function tlsAddress(layout, workerIndex) {
+  return layout.threadsOffset + workerIndex * layout.threadArea;
+}
+
+/**
+ * Lowest byte address a worker's stack may use (`Layout.stack_bottom`).
+ * @param {{threadsOffset: number, threadArea: number, tlsBlock: number}} layout
+ * @param {number} workerIndex
+ * @returns {number}
+ */
+export function stackBottom(layout, workerIndex) {
+  return tlsAddress(layout, workerIndex) + layout.tlsBlock;
+}
+
+/**
+ * A worker's initial stack pointer; the stack grows down from here (`Layout.stack_top`).
+ * @param {{threadsOffset: number, threadArea: number}} layout
+ * @param {number} workerIndex
+ * @returns {number}
+ */
+export function stackTop(layout, workerIndex) {
+  return tlsAddress(layout, workerIndex) + layout.threadArea;
 }
 """
 

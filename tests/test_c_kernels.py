@@ -298,3 +298,27 @@ def test_library_header_is_in_get_include():
     include = Path(sw.get_include())
     assert (include / "sharedwasm.h").is_file()
     assert (include / "sharedwasm_abi.s").is_file()
+
+
+@pytest.mark.parametrize(
+    ("export", "match"),
+    [
+        (
+            '(func (export "__wasm_init_tls"))',
+            r"__wasm_init_tls must be a function \(i32\) -> \(\) \(got function \(\) -> \(\)\)",
+        ),
+        (
+            '(global (export "__set_stack_limits") i32 (i32.const 0))',
+            r"__set_stack_limits must be a function \(i32, i32\) -> \(\) \(got global\)",
+        ),
+    ],
+)
+def test_thread_area_exports_must_have_their_signatures(export, match):
+    wat = f"""
+    (module
+      (import "env" "memory" (memory 1 16 shared))
+      (func (export "compute_partition") (param i32 i32))
+      {export})
+    """
+    with pytest.raises(sw.KernelError, match=match):
+        sw.Kernel.from_wat(wat)

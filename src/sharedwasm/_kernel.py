@@ -242,13 +242,14 @@ class Kernel:
             )
         self.uses_stack: bool = stack is not None
         """True if each worker needs a stack of its own (the kernel exports __stack_pointer)."""
-        if sigs.exported_functions.get(INIT_TLS, (("i32",), ())) != (("i32",), ()):
-            raise KernelError(f"{INIT_TLS} must be a function (i32) -> ()")
-        if sigs.exported_functions.get(SET_STACK_LIMITS, (("i32", "i32"), ())) != (
-            ("i32", "i32"),
-            (),
-        ):
-            raise KernelError(f"{SET_STACK_LIMITS} must be a function (i32, i32) -> ()")
+        for name, wanted in ((INIT_TLS, (("i32",), ())), (SET_STACK_LIMITS, (("i32", "i32"), ()))):
+            kind = sigs.exports.get(name)
+            if kind is None:
+                continue
+            signature = sigs.exported_functions.get(name)
+            if signature != wanted:
+                got = _describe_signature(signature) if kind == "func" else kind
+                raise KernelError(f"{name} must be a {_describe_signature(wanted)} (got {got})")
         self.stack_checked: bool = SET_STACK_LIMITS in sigs.exported_functions
         """True if the kernel checks its stack pointer against per-worker limits."""
         tls_size = statics.globals.get("__tls_size", (0, False))[0] or 0

@@ -47,6 +47,8 @@ CONTROL_WORDS = 32
 CONTROL_BYTES = CONTROL_WORDS * 4
 RECORD_BYTES = 64
 STACK_ALIGN = 16
+DEFAULT_STACK_SIZE = 64 * 1024
+"""Bytes of stack per worker for a kernel that uses one: wasm-ld's own default."""
 
 
 class Status(enum.IntEnum):

@@ -42,6 +42,7 @@ from ._errors import (
 from ._kernel import Kernel
 from ._layout import (
     CACHE_LINE,
+    DEFAULT_STACK_SIZE,
     RECORD_BYTES,
     STACK_ALIGN,
     Control,
@@ -57,8 +58,6 @@ from ._wasmtime import as_i32, engine, is_interrupt
 from ._worker import Worker
 
 MAX_WORKERS = 1024
-DEFAULT_STACK_SIZE = 64 * 1024
-"""Bytes of stack per worker for a kernel that uses one: wasm-ld's default."""
 """More workers than this is refused: each one is an OS thread and a wasm store."""
 
 CLOSE_TIMEOUT = 1.0

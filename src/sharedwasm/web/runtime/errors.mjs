@@ -43,11 +43,13 @@ export class KernelTrap extends SharedWasmError {
    * @param {number} end
    * @param {string} trap
    * @param {KernelTrap[]} [traps] the other traps of the same run
+   * @param {string} [hint] what else the trap may mean, added to the message
    * @param {ErrorOptions} [options]
    */
-  constructor(workerIndex, start, end, trap, traps = [], options = undefined) {
+  constructor(workerIndex, start, end, trap, traps = [], hint = "", options = undefined) {
     super(
-      `worker ${workerIndex} trapped in compute_partition(${start}, ${end}): ${trapCause(trap)}`,
+      `worker ${workerIndex} trapped in compute_partition(${start}, ${end}): ${trapCause(trap)}` +
+        (hint ? ` (${hint})` : ""),
       options,
     );
     this.workerIndex = workerIndex;

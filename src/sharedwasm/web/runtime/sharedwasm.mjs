@@ -12,7 +12,16 @@
 // All N shares run in the workers: the main thread publishes a run in the
 // control block and awaits PENDING with Atomics.waitAsync, so it never
 // computes and never blocks.
+//
+// A kernel compiled from C (`sharedwasm build`) keeps its static data at the
+// bottom of the memory and needs a stack and a thread-local block per worker.
+// What the runtime needs to place them (__heap_base, __tls_size, ...) is read
+// from the module's bytes, never from an instance: instantiating the kernel
+// runs its start function, which initialises the static data in the shared
+// memory, and that must happen only in the workers, after the layout has
+// been checked and [0, staticEnd) zeroed.
 
+import { readModule } from "./binary.mjs";
 import {
   BrokenPoolError,
   KernelError,
@@ -23,18 +32,32 @@ import {
   SharedWasmError,
 } from "./errors.mjs";
 import {
+  CACHE_LINE,
   CONTROL_WORDS,
   Command,
+  DEFAULT_STACK_SIZE,
   Control,
   RECORD_BYTES,
   Record,
+  STACK_ALIGN,
   Schedule,
   Status,
+  alignUp,
   buildLayout,
 } from "./layout.mjs";
 
 export * from "./errors.mjs";
-export { Command, Control, Record, Schedule, Status, buildLayout } from "./layout.mjs";
+export {
+  Command,
+  Control,
+  Record,
+  Schedule,
+  Status,
+  buildLayout,
+  stackBottom,
+  stackTop,
+  tlsAddress,
+} from "./layout.mjs";
 
 const isNode = typeof process !== "undefined" && Boolean(process.versions?.node);
 
@@ -48,6 +71,18 @@ const TRAP_MESSAGE_WAIT = 1000;
 const CLOSE_TIMEOUT = 1000;
 const ENTRY_POINT = "compute_partition";
 const PROVIDED_GLOBALS = ["data_offset", "worker_index", "total_workers"];
+const STACK_POINTER = "__stack_pointer";
+const SET_STACK_LIMITS = "__set_stack_limits";
+const INIT_TLS = "__wasm_init_tls";
+/** Exports that only a kernel with static data or a stack has; see staticsOf. */
+const C_SYMBOLS = [
+  STACK_POINTER,
+  "__heap_base",
+  "__data_end",
+  "__tls_size",
+  INIT_TLS,
+  SET_STACK_LIMITS,
+];
 const ISOLATION_HEADERS =
   "Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy: require-corp";
 
@@ -132,11 +167,22 @@ async function compileUrl(url) {
         "files with that type, or fetch the bytes yourself and pass them as module",
     );
   }
+  // The runtime reads the kernel's globals from its bytes: keep a copy of
+  // the body while the original streams into the compiler.
+  const copy = response.clone();
+  let compiled;
   try {
-    return { module: await WebAssembly.compileStreaming(response), name };
+    compiled = await WebAssembly.compileStreaming(response);
   } catch (err) {
     throw new KernelError(`${name} is not valid WebAssembly: ${err.message}`, { cause: err });
   }
+  let bytes;
+  try {
+    bytes = new Uint8Array(await copy.arrayBuffer());
+  } catch (err) {
+    throw new KernelError(`${url} could not be fetched: ${err.message}`, { cause: err });
+  }
+  return { module: compiled, name, bytes };
 }
 
 async function loadModule(module, url) {
@@ -151,9 +197,15 @@ async function loadModule(module, url) {
     }
     return compileUrl(url);
   }
-  if (module instanceof WebAssembly.Module) return { module, name: "kernel" };
+  if (module instanceof WebAssembly.Module) return { module, name: "kernel", bytes: null };
   if (module instanceof ArrayBuffer || ArrayBuffer.isView(module)) {
-    return { module: await compileBytes(module, "kernel"), name: "kernel" };
+    const view =
+      module instanceof ArrayBuffer
+        ? new Uint8Array(module)
+        : new Uint8Array(module.buffer, module.byteOffset, module.byteLength);
+    // A copy: the caller may change its buffer while the pool starts.
+    const bytes = view.slice();
+    return { module: await compileBytes(bytes, "kernel"), name: "kernel", bytes };
   }
   throw new TypeError(
     "module must be a WebAssembly.Module, an ArrayBuffer or a typed array " +
@@ -202,6 +254,124 @@ function checkAbi(module, name) {
   if (kind !== "function") {
     throw new KernelError(`${ENTRY_POINT} must be a function (i32, i32) -> () (got ${kind})`);
   }
+}
+
+const describeSignature = (signature) =>
+  signature === null
+    ? "function of a non-function type"
+    : `function (${signature.params.join(", ")}) -> (${signature.results.join(", ")})`;
+
+/**
+ * Read what the pool needs to run a kernel on several threads at once, as
+ * the Python package's Kernel does: where its static data ends, and whether
+ * it needs a stack and a thread-local block per worker.
+ *
+ * A compiled WebAssembly.Module does not show its globals' values, so a
+ * kernel with static data or a stack must come as bytes or a url; a module
+ * without those exports is taken to have neither (its active data segments,
+ * if any, cannot be seen: pass a statusOffset past them).
+ *
+ * @returns {{staticEnd: number, usesStack: boolean, stackChecked: boolean,
+ *   tlsSize: number, tlsAlign: number}}
+ */
+function staticsOf({ module, name, bytes }) {
+  if (bytes === null) {
+    const exported = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
+    const symbol = C_SYMBOLS.find((each) => exported.has(each));
+    if (symbol !== undefined) {
+      throw new KernelError(
+        `${name} exports ${symbol}, so the runtime must read its static data and stack ` +
+          "symbols from its bytes, which a compiled WebAssembly.Module does not show: pass " +
+          "module as an ArrayBuffer or a typed array, or pass its url",
+      );
+    }
+    return { staticEnd: 0, usesStack: false, stackChecked: false, tlsSize: 0, tlsAlign: 1 };
+  }
+  let read;
+  try {
+    read = readModule(bytes);
+  } catch (err) {
+    throw new KernelError(
+      `${name} uses a WebAssembly encoding sharedwasm cannot read (${err.message})`,
+      { cause: err },
+    );
+  }
+  const { globals, exportedFunctions: functions } = read;
+  let staticEnd = read.activeDataEnd;
+  for (const symbol of ["__heap_base", "__data_end"]) {
+    const value = globals.get(symbol)?.value;
+    if (value !== undefined && value !== null) staticEnd = Math.max(staticEnd, value >>> 0);
+  }
+  const stack = globals.get(STACK_POINTER);
+  if (stack === undefined) {
+    const index = read.namedGlobals.get(STACK_POINTER);
+    if (index !== undefined && !read.exportedGlobalIndices.has(index)) {
+      throw new KernelError(
+        `${name} has a ${STACK_POINTER} global but does not export it, so every worker ` +
+          `would use the same stack: link with --export=${STACK_POINTER} ` +
+          "(sharedwasm build does)",
+      );
+    }
+  } else if (!stack.mutable) {
+    throw new KernelError(`${STACK_POINTER} must be a mutable i32 global (got an immutable one)`);
+  }
+  const checkSignature = (symbol, params) => {
+    if (!functions.has(symbol)) return;
+    const signature = functions.get(symbol);
+    const ok =
+      signature !== null &&
+      signature.results.length === 0 &&
+      signature.params.length === params.length &&
+      signature.params.every((each, i) => each === params[i]);
+    if (!ok) {
+      throw new KernelError(
+        `${symbol} must be a function (${params.join(", ")}) -> () ` +
+          `(got ${describeSignature(signature)})`,
+      );
+    }
+  };
+  checkSignature(INIT_TLS, ["i32"]);
+  checkSignature(SET_STACK_LIMITS, ["i32", "i32"]);
+  const usesStack = stack !== undefined;
+  const tlsSize = globals.get("__tls_size")?.value || 0;
+  const tlsAlign = globals.get("__tls_align")?.value || 1;
+  if (tlsSize && !functions.has(INIT_TLS)) {
+    throw new KernelError(
+      `${name} has thread-local data (${tlsSize} bytes) but does not export ${INIT_TLS}: ` +
+        `link with --export=${INIT_TLS} (sharedwasm build does)`,
+    );
+  }
+  if (tlsSize && !usesStack) {
+    throw new KernelError(`${name} has thread-local data but does not export ${STACK_POINTER}`);
+  }
+  return {
+    staticEnd,
+    usesStack,
+    stackChecked: functions.has(SET_STACK_LIMITS),
+    tlsSize,
+    // An alignment that is not a power of two cannot be honoured exactly; 16 covers any type.
+    tlsAlign: (tlsAlign & (tlsAlign - 1)) === 0 ? tlsAlign : 16,
+  };
+}
+
+/** Return the stack bytes per worker: the default, or `stackSize` checked against the kernel. */
+function stackSizeFor(stackSize, statics, name) {
+  if (stackSize === undefined || stackSize === null) {
+    return statics.usesStack ? DEFAULT_STACK_SIZE : 0;
+  }
+  if (typeof stackSize !== "number" || !Number.isInteger(stackSize)) {
+    throw new TypeError(`stackSize must be an integer (got ${describe(stackSize)})`);
+  }
+  if (!statics.usesStack) {
+    throw new RangeError(
+      `stackSize applies only to a kernel that exports ${STACK_POINTER}; ${name} uses no ` +
+        `stack (got stackSize=${stackSize})`,
+    );
+  }
+  if (stackSize < STACK_ALIGN) {
+    throw new RangeError(`stackSize must be >= ${STACK_ALIGN} bytes (got ${stackSize})`);
+  }
+  return stackSize;
 }
 
 /** Return `{memory, maximum}`; `maximum` is null for a memory passed in (the JS API hides it). */
@@ -317,6 +487,7 @@ export class WorkerPool {
   #memory;
   #maximum;
   #layout;
+  #statics;
   #threads;
   #status;
   #control;
@@ -334,11 +505,12 @@ export class WorkerPool {
   #exits;
 
   /** @hideconstructor */
-  constructor(token, { memory, maximum, layout, threads }) {
+  constructor(token, { memory, maximum, layout, statics, threads }) {
     if (token !== CONSTRUCT) throw new TypeError("make a WorkerPool with createPool()");
     this.#memory = memory;
     this.#maximum = maximum;
     this.#layout = layout;
+    this.#statics = statics;
     this.#threads = threads;
     const buffer = memory.buffer;
     // The board, control block and records sit below the data region, so
@@ -646,11 +818,19 @@ export class WorkerPool {
       const traps = await Promise.all(
         trapped.map(async (index) => {
           const message = await this.#trapMessage(generation, index);
-          return new KernelTrap(index, message.start, message.end, message.message);
+          const hint = this.#hint(message.message);
+          return new KernelTrap(index, message.start, message.end, message.message, [], hint);
         }),
       );
       const [first, ...rest] = traps;
-      throw new KernelTrap(first.workerIndex, first.start, first.end, first.trap, rest);
+      throw new KernelTrap(
+        first.workerIndex,
+        first.start,
+        first.end,
+        first.trap,
+        rest,
+        this.#hint(first.trap),
+      );
     }
     if (statuses.some((status) => status !== Status.DONE)) {
       throw new SharedWasmError(
@@ -670,6 +850,18 @@ export class WorkerPool {
         Number(r64[i * words64 + Record.T_END / 8] - r64[i * words64 + Record.T_START / 8]) * 1e-9,
     }));
     return { runId, elapsed, done };
+  }
+
+  #hint(trap) {
+    // A stack check's failure is an `unreachable` with no word of its own.
+    if (this.#statics.stackChecked && String(trap).includes("unreachable")) {
+      const { threadArea, tlsBlock } = this.#layout;
+      return (
+        "with stack checks this is also how a stack overflow ends: each worker has " +
+        `${threadArea - tlsBlock} bytes of stack (createPool stackSize)`
+      );
+    }
+    return "";
   }
 
   /** The "trap" message of a worker's share, awaited for at most TRAP_MESSAGE_WAIT. */
@@ -728,7 +920,7 @@ function wallNs() {
 }
 
 /** Start the workers; resolve once each has instantiated the kernel (READY). */
-async function startThreads(module, memory, layout) {
+async function startThreads(module, memory, layout, statics) {
   const threads = [];
   try {
     for (let i = 0; i < layout.workers; i++) threads.push(await Thread.spawn());
@@ -759,6 +951,11 @@ async function startThreads(module, memory, layout) {
           index,
           workers: layout.workers,
           layout: { ...layout, controlWords: CONTROL_WORDS },
+          kernel: {
+            usesStack: statics.usesStack,
+            stackChecked: statics.stackChecked,
+            tlsSize: statics.tlsSize,
+          },
         });
       });
     });
@@ -784,24 +981,39 @@ async function startThreads(module, memory, layout) {
  * @param {number} [options.workers] default: navigator.hardwareConcurrency
  *   (os.availableParallelism() under Node)
  * @param {number} [options.statusOffset] byte offset of the status board; bytes
- *   before it are never touched
+ *   before it are never touched, except the kernel's static data. Default: just
+ *   past the kernel's static data (0 for most WAT kernels), rounded up to a cache line
+ * @param {number} [options.stackSize] bytes of stack each worker gets, for a kernel
+ *   that uses a stack (one compiled from C exports __stack_pointer); a multiple of 16.
+ *   Default 64 KiB. Must be left out for a kernel without a stack
  * @returns {Promise<WorkerPool>}
  * @throws {SharedWasmError} the page is not cross-origin isolated
- * @throws {KernelError} the module is not wasm, breaks the kernel ABI or fails to instantiate
- * @throws {LayoutError} the regions do not fit, or the memory already has a pool
+ * @throws {KernelError} the module is not wasm, breaks the kernel ABI or fails to
+ *   instantiate, or is a compiled C kernel (pass its bytes or url)
+ * @throws {LayoutError} the regions do not fit, the status board would overlap the
+ *   kernel's static data, or the memory already has a pool
  * @throws {TypeError | RangeError} an argument has the wrong type or is out of range
  */
-export async function createPool({ module, url, memory, workers, statusOffset = 0 } = {}) {
+export async function createPool({ module, url, memory, workers, statusOffset, stackSize } = {}) {
   checkIsolation();
   const kernel = await loadModule(module, url);
   checkAbi(kernel.module, kernel.name);
+  const statics = staticsOf(kernel);
   const shared = makeMemory(memory);
   if (workers === undefined || workers === null) workers = await defaultWorkers();
   checkInteger("workers", workers, 1, MAX_WORKERS);
+  const stack = stackSizeFor(stackSize, statics, kernel.name);
+  if (statusOffset === undefined || statusOffset === null) {
+    statusOffset = alignUp(statics.staticEnd, CACHE_LINE);
+  }
   const layout = buildLayout({
     workers,
     statusOffset,
     byteLength: shared.memory.buffer.byteLength,
+    staticEnd: statics.staticEnd,
+    stackSize: stack,
+    tlsSize: statics.tlsSize,
+    tlsAlign: statics.tlsAlign,
   });
   if (memoriesInUse.has(shared.memory)) {
     throw new LayoutError(
@@ -816,15 +1028,21 @@ export async function createPool({ module, url, memory, workers, statusOffset = 
   new Uint8Array(buffer, layout.recordsOffset, workers * RECORD_BYTES).fill(0);
   Atomics.store(control, Control.WORKERS, workers);
   Atomics.store(control, Control.DATA_OFFSET, layout.dataOffset);
+  if (statics.staticEnd) {
+    // A fresh start for the kernel's statics: wasm-ld's start function, run
+    // by every instance, initialises them only while its flag word (among
+    // them) reads 0, and an earlier pool may have left anything there.
+    new Uint8Array(buffer, 0, statics.staticEnd).fill(0);
+  }
   memoriesInUse.add(shared.memory);
   let threads;
   try {
-    threads = await startThreads(kernel.module, shared.memory, layout);
+    threads = await startThreads(kernel.module, shared.memory, layout, statics);
   } catch (err) {
     memoriesInUse.delete(shared.memory);
     throw err;
   }
-  const pool = new WorkerPool(CONSTRUCT, { ...shared, layout, threads });
+  const pool = new WorkerPool(CONSTRUCT, { ...shared, layout, statics, threads });
   // Idle workers do not keep Node alive, as the Python package's threads are daemons.
   for (const thread of threads) thread.ref(false);
   return pool;

@@ -21,8 +21,21 @@
 //   A trapped share still counts out of PENDING, after its TRAPPED status and
 //   its "trap" message, so a run always ends and the main thread finds the
 //   message on its way when it sees PENDING reach 0.
+//
+//   A kernel that uses a stack (compiled from C) runs on this worker's own
+//   stack and thread-local block, set before the worker reports READY; after
+//   a trap the stack pointer is back at its top before the worker counts out.
 
-import { Command, Control, Record, RECORD_BYTES, Status } from "./layout.mjs";
+import {
+  Command,
+  Control,
+  Record,
+  RECORD_BYTES,
+  Status,
+  stackBottom,
+  stackTop,
+  tlsAddress,
+} from "./layout.mjs";
 
 const isNode = typeof process !== "undefined" && Boolean(process.versions?.node);
 
@@ -46,12 +59,34 @@ function instantiate({ module, memory, index, workers, layout }) {
     }
   }
   // Synchronous instantiation is allowed off the main thread at any size.
-  const instance = new WebAssembly.Instance(module, { env });
-  return instance.exports.compute_partition;
+  // It runs the kernel's start function: the main thread zeroed the static
+  // data, so the first instance to get there initialises it, once.
+  return new WebAssembly.Instance(module, { env }).exports;
+}
+
+/**
+ * Point this worker's instance at its thread area: its stack, with the stack
+ * check's limits, and its thread-local block. Return a function that puts
+ * the stack pointer back at the top.
+ */
+function giveThreadArea(exports, kernel, layout, index) {
+  if (!kernel.usesStack) return () => {};
+  const stackPointer = exports.__stack_pointer;
+  const top = stackTop(layout, index);
+  // An i32 global and i32 parameters take addresses past 2**31 modulo 2**32.
+  stackPointer.value = top;
+  // Until they are set the limits are 0, and the first frame would trap.
+  if (kernel.stackChecked) exports.__set_stack_limits(top, stackBottom(layout, index));
+  // Copies the kernel's initial thread-local data into this worker's block
+  // and points the instance's __tls_base at it.
+  if (kernel.tlsSize) exports.__wasm_init_tls(tlsAddress(layout, index));
+  return () => {
+    stackPointer.value = top;
+  };
 }
 
 /** Do this worker's share of the run published as generation `generation`. */
-function share(compute, views, index, workers, generation, post) {
+function share(compute, resetStack, views, index, workers, generation, post) {
   const { status, control, rec32, rec64 } = views;
   const total = Atomics.load(control, Control.ELEMENTS);
   // The reference partitioning: the start is clamped to total so trailing
@@ -74,6 +109,9 @@ function share(compute, views, index, workers, generation, post) {
     // it fails this share only; the instance stays usable for the next run.
     outcome = Status.TRAPPED;
     trap = err;
+    // The trap unwound past the kernel's epilogues, which would have popped
+    // its frames: without this every trap would leak that much stack.
+    resetStack();
   }
   rec64[Record.T_END / 8] = nowNs();
   rec32[Record.ELEMENTS / 4] = outcome === Status.DONE ? end - start : 0;
@@ -93,7 +131,7 @@ function share(compute, views, index, workers, generation, post) {
 }
 
 /** Run shares until EXIT is published. Blocks this worker's thread throughout. */
-function loop(compute, views, index, workers, seen) {
+function loop(compute, resetStack, views, index, workers, seen) {
   const { control, rec64 } = views;
   const post = views.post;
   for (;;) {
@@ -106,16 +144,19 @@ function loop(compute, views, index, workers, seen) {
     seen = generation;
     rec64[Record.WAKE_TIME / 8] = nowNs();
     if (Atomics.load(control, Control.COMMAND) === Command.EXIT) return;
-    share(compute, views, index, workers, generation, post);
+    share(compute, resetStack, views, index, workers, generation, post);
   }
 }
 
 function onInit(message, post) {
-  const { memory, index, workers, layout } = message;
+  const { memory, index, workers, layout, kernel } = message;
   let compute;
+  let resetStack;
   try {
-    compute = instantiate(message);
+    const exports = instantiate(message);
+    compute = exports.compute_partition;
     if (typeof compute !== "function") throw new TypeError("compute_partition is not a function");
+    resetStack = giveThreadArea(exports, kernel, layout, index);
   } catch (err) {
     const name = err?.name ?? "Error";
     post({ type: "error", index, name, message: String(err?.message ?? err) });
@@ -134,7 +175,7 @@ function onInit(message, post) {
   // generation read here is the one to wait past.
   const seen = Atomics.load(views.control, Control.GENERATION);
   post({ type: "ready", index });
-  loop(compute, views, index, workers, seen);
+  loop(compute, resetStack, views, index, workers, seen);
   post({ type: "exit", index });
 }
 
