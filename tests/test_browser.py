@@ -33,11 +33,11 @@ BLANK = "<!doctype html><meta charset='utf-8'><title>blank</title><body>blank</b
 # Runs in the page: build a pool from the served kernel, copy the served input
 # into its data region, run, and return the output bytes as base64.
 RUN_IN_PAGE = """
-async ({workers, pages, elements}) => {
+async ({workers, pages, elements, kernel}) => {
   const { createPool } = await import("/_sharedwasm/sharedwasm.mjs");
   const input = new Uint8Array(await (await fetch("/input.bin")).arrayBuffer());
   const pool = await createPool({
-    url: "/map_f32.wasm", memory: { initial: pages, maximum: pages }, workers });
+    url: `/${kernel}`, memory: { initial: pages, maximum: pages }, workers });
   try {
     const bytes = new Uint8Array(pool.memory.buffer, pool.dataOffset, input.length);
     bytes.set(input);
@@ -147,12 +147,61 @@ def test_output_bytes_equal_the_python_pool(page: Page, site: Path, workers: int
 
     with serving(site) as url:
         page.goto(url)
-        got = page.evaluate(RUN_IN_PAGE, {"workers": workers, "pages": pages, "elements": elements})
+        got = page.evaluate(
+            RUN_IN_PAGE,
+            {"workers": workers, "pages": pages, "elements": elements, "kernel": "map_f32.wasm"},
+        )
     assert got["dataOffset"] == data_offset
     assert base64.b64decode(got["output"]) == expected
     assert [(d["start"], d["end"]) for d in got["done"]] == [
         (d.start, d.end) for d in expected_done
     ]
+
+
+# A C kernel with what WAT kernels lack: a stack per worker (recursion, 512
+# bytes a frame) and a thread-local variable.
+DIVE_C = r"""
+#include <sharedwasm.h>
+static _Thread_local uint32_t salt = 7;
+__attribute__((noinline)) static uint32_t dive(uint32_t seed, uint32_t depth) {
+    volatile uint32_t frame[128];
+    for (uint32_t k = 0; k < 128; k++) frame[k] = seed * 2654435761u + k + salt;
+    uint32_t below = depth ? dive(seed + 1, depth - 1) : 0;
+    uint32_t sum = 0;
+    for (uint32_t k = 0; k < 128; k++) sum += frame[k] ^ k;
+    return sum + below;
+}
+SW_KERNEL(start, end) {
+    uint32_t *x = SW_DATA(uint32_t);
+    salt += 1;
+    for (uint32_t i = start; i < end; i++) x[i] = dive(x[i], x[i] % 24);
+}
+"""
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_c_kernel_output_equals_the_python_pool(page: Page, site: Path, workers: int) -> None:
+    (site / "dive.c").write_text(DIVE_C)
+    kernel = sw.Kernel.from_file(sw.build(site / "dive.c"))
+    assert kernel.uses_stack
+    assert kernel.tls_size
+    pages, elements = 8, 4_001
+    data = np.random.default_rng(workers).integers(0, 2**32, elements, dtype=np.uint32)
+    (site / "input.bin").write_bytes(data.tobytes())
+    with sw.WorkerPool(kernel, sw.Memory(pages, pages), workers) as pool:
+        pool.data(np.uint32)[:elements] = data
+        pool.run(elements=elements)
+        expected = pool.data(np.uint32)[:elements].tobytes()
+        data_offset = pool.data_offset
+
+    with serving(site) as url:
+        page.goto(url)
+        got = page.evaluate(
+            RUN_IN_PAGE,
+            {"workers": workers, "pages": pages, "elements": elements, "kernel": "dive.wasm"},
+        )
+    assert got["dataOffset"] == data_offset
+    assert base64.b64decode(got["output"]) == expected
 
 
 def test_grow_then_run_covers_the_new_size(page: Page, site: Path) -> None:
