@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import sharedwasm
-from sharedwasm._build import build_is_current
 
 KERNELS = Path(__file__).resolve().parent.parent / "kernels"
 sys.path.insert(0, str(KERNELS))
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     for source in sorted(KERNELS.glob("*.c")):
         options = BUILD_OPTIONS.get(source.stem, {})
         output = source.with_suffix(".wasm")
-        if build_is_current(source, output, **options):
+        if sharedwasm.build_is_current(source, output, **options):
             continue
         stale.append(output.name)
         if not args.check:

@@ -66,6 +66,34 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
         {"baseline", "threadpool", "sharedwasm"},
         {"workers", "idle_s", "metric", "unit", "cpu_percent", "context_switches_per_s", "n"},
     ),
+    "bench_kernels.py": (
+        {
+            case
+            for kernel in (
+                "map_f32",
+                "poly_scalar",
+                "poly_simd",
+                "saxpy_simd",
+                "mandelbrot",
+                "histogram",
+                "box_blur",
+                "stack_heavy",
+            )
+            for case in (f"{kernel}/static/w1", f"{kernel}/static/w2", f"numpy/{kernel}")
+        }
+        | {"mandelbrot/dynamic/w1", "mandelbrot/dynamic/w2"},
+        {
+            "kernel",
+            "workers",
+            "elements",
+            "unit",
+            "units",
+            "elements_per_s",
+            "units_per_s",
+            "gb_per_s",
+            *TIMING_KEYS,
+        },
+    ),
 }
 """Per script: the cases it must report, and the keys every one of its lines has."""
 

@@ -322,3 +322,38 @@ def test_thread_area_exports_must_have_their_signatures(export, match):
     """
     with pytest.raises(sw.KernelError, match=match):
         sw.Kernel.from_wat(wat)
+
+
+def test_passive_segments_without_a_static_end_are_refused():
+    """wasm-ld's shape (passive segments, a start function) with no __heap_base export."""
+    wat = """
+    (module
+      (import "env" "memory" (memory 1 16 shared))
+      (data $d "\\2a\\00\\00\\00")
+      (func $init (memory.init $d (i32.const 1024) (i32.const 0) (i32.const 4)))
+      (start $init)
+      (func (export "compute_partition") (param i32 i32)))
+    """
+    with pytest.raises(sw.KernelError, match="exports neither __heap_base nor __data_end"):
+        sw.Kernel.from_wat(wat)
+
+
+def test_passive_segments_a_kernel_copies_itself_are_its_business(make_pool):
+    wat = """
+    (module
+      (import "env" "memory" (memory 1 64 shared))
+      (import "env" "data_offset" (global $data i32))
+      (data $d "\\2a\\00\\00\\00")
+      (func (export "compute_partition") (param i32 i32)
+        (memory.init $d (global.get $data) (i32.const 0) (i32.const 4))))
+    """
+    pool = make_pool(sw.Kernel.from_wat(wat), workers=2)
+    assert pool.layout.status_offset == 0
+    run(pool, elements=2)
+    assert pool.data(np.uint32)[0] == 42
+
+
+def test_an_empty_c_kernel_builds_and_runs(c_kernel, make_pool):
+    kernel = c_kernel("empty", "#include <sharedwasm.h>\nSW_KERNEL(start, end) {}\n")
+    pool = make_pool(kernel, workers=2)
+    assert [d.end for d in run(pool, elements=10).done] == [5, 10]

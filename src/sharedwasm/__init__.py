@@ -2,6 +2,7 @@
 
 from . import atomics as atomics
 from ._build import build as build
+from ._build import build_is_current as build_is_current
 from ._build import get_include as get_include
 from ._errors import BrokenPoolError as BrokenPoolError
 from ._errors import BuildError as BuildError
@@ -51,5 +52,6 @@ __all__ = [
     "__version__",
     "atomics",
     "build",
+    "build_is_current",
     "get_include",
 ]

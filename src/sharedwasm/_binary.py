@@ -156,6 +156,8 @@ class Statics:
     """Global index per name, from the name section (wasm-ld writes one)."""
     exported_global_indices: frozenset[int]
     """Indices of the globals the module exports."""
+    has_start: bool
+    """Whether the module has a start function."""
 
 
 def _sections(wasm: bytes) -> Iterator[tuple[int, _Reader, int]]:
@@ -185,6 +187,7 @@ def read_statics(wasm: bytes) -> Statics:
     exported: dict[str, int] = {}
     data_end = passive = 0
     named: dict[str, int] = {}
+    has_start = False
     for section, r, end in _sections(wasm):
         if section == 0 and r.name() == "name":
             while r.pos < end:
@@ -214,6 +217,8 @@ def read_statics(wasm: bytes) -> Statics:
                 index = r.uleb()
                 if kind == 3:
                     exported[name] = index
+        elif section == 8:
+            has_start = True
         elif section == 11:
             for _ in range(r.uleb()):
                 flags = r.uleb()
@@ -242,6 +247,7 @@ def read_statics(wasm: bytes) -> Statics:
         passive_segments=passive,
         named_globals=named,
         exported_global_indices=frozenset(exported.values()),
+        has_start=has_start,
     )
 
 

@@ -17,10 +17,15 @@ What a kernel for a pool needs from the toolchain, and why each flag:
   pool places one stack per worker after the worker records.
 * `--export=__stack_pointer,__heap_base,__data_end` and the TLS symbols: what
   the pool reads to keep the status board off the static data and to give
-  each worker its stack and thread-local block.
-* `wasm-opt --stack-check`: every change of the stack pointer is checked
-  against limits the pool sets per worker (`__set_stack_limits`), so a kernel
-  that overflows its stack traps instead of writing over a neighbour's.
+  each worker its stack and thread-local block; `__sharedwasm_abi_version`
+  (from the ABI stub) records the ABI and keeps the memory import in a
+  kernel that never touches memory.
+* `wasm-opt -O<level> --stack-check`: every change of the stack pointer is
+  checked against limits the pool sets per worker (`__set_stack_limits`), so
+  a kernel that overflows its stack traps instead of writing over a
+  neighbour's; binaryen's optimiser runs at the same level first, as clang's
+  driver would run it, and `-g` keeps the function names for trap messages.
+  Without stack checks there is no wasm-opt step at all.
 
 The output carries a `sharedwasm.build` custom section recording the digest
 of everything that went into it, which `build_is_current` compares to decide
@@ -71,6 +76,7 @@ _LINK_FLAGS = (
     "-Wl,--export=__stack_pointer",
     "-Wl,--export=__heap_base",
     "-Wl,--export=__data_end",
+    "-Wl,--export=__sharedwasm_abi_version",
     "-Wl,--export-if-defined=__wasm_init_tls",
     "-Wl,--export-if-defined=__tls_size",
     "-Wl,--export-if-defined=__tls_align",
@@ -205,7 +211,12 @@ def _digest(source: Path, flags: Sequence[str], stack_check: bool) -> str:
     h = hashlib.sha256()
     for part in (source.read_bytes(), HEADER.read_bytes(), ABI_SOURCE.read_bytes()):
         h.update(hashlib.sha256(part).digest())
-    recipe = {"flags": list(flags), "link": list(_LINK_FLAGS), "stack_check": stack_check}
+    recipe = {
+        "flags": list(flags),
+        "link": list(_LINK_FLAGS),
+        "stack_check": stack_check,
+        "steps": "compile, link, wasm-opt -O",
+    }
     h.update(json.dumps(recipe, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -249,7 +260,8 @@ def build(
         stack_check: make a stack overflow trap (binaryen's `--stack-check`)
             instead of silently writing below the worker's stack.
         defines: `NAME` or `NAME=VALUE` macro definitions.
-        cflags: more clang arguments, passed as given.
+        cflags: more clang arguments, passed as given; those that start
+            with `-Wl,` go to the link.
 
     Raises:
         FileNotFoundError: `source` does not exist.
@@ -270,30 +282,38 @@ def build(
     clang = _clang()
     _linker()
     wasm_opt = _wasm_opt() if stack_check else None
+    compile_flags = [f for f in flags if not f.startswith("-Wl,")]
+    link_flags = [f for f in flags if f.startswith("-Wl,")]
     with tempfile.TemporaryDirectory(prefix="sharedwasm-build-") as tmp:
+        objects = [Path(tmp) / "kernel.o", Path(tmp) / "abi.o"]
         linked = Path(tmp) / "linked.wasm"
-        command = [
-            clang,
-            *flags,
-            "-I",
-            str(INCLUDE_DIR),
-            *_LINK_FLAGS,
-            str(src),
-            str(ABI_SOURCE),
-            "-o",
-            str(linked),
-        ]
-        diagnostics = _run(command, "clang", src)
+        # Compile and link apart: given an -O flag, clang's link step runs
+        # wasm-opt on its own whenever one is on PATH, which would make the
+        # output depend on PATH and drop the name section.
+        diagnostics = _run(
+            [clang, *compile_flags, "-I", str(INCLUDE_DIR), "-c", str(src), "-o", str(objects[0])],
+            "clang",
+            src,
+        )
+        _run([clang, *_COMPILE_FLAGS, "-c", str(ABI_SOURCE), "-o", str(objects[1])], "clang", src)
+        diagnostics += _run(
+            [clang, "--target=wasm32", "-nostdlib", *link_flags, *_LINK_FLAGS, *map(str, objects),
+             "-o", str(linked)],
+            "wasm-ld",
+            src,
+        )  # fmt: skip
         final = linked
         if wasm_opt is not None:
             final = Path(tmp) / "checked.wasm"
             features = [*_WASM_OPT_FEATURES, *(["--enable-simd"] if simd else [])]
+            optimise = [] if level == "0" else [f"-O{level}"]
             # -g keeps the name section, so traps name the kernel's functions.
             _run(
-                [wasm_opt, "-g", *features, "--stack-check", str(linked), "-o", str(final)],
+                [wasm_opt, "-g", *optimise, *features, "--stack-check", str(linked), "-o",
+                 str(final)],
                 "wasm-opt",
                 src,
-            )
+            )  # fmt: skip
         info = {
             "digest": _digest(src, flags, stack_check),
             "source": src.name,

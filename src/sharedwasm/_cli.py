@@ -253,7 +253,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     if args.command == "demo":
-        return _demo(args)
+        try:
+            return _demo(args)
+        except BrokenPipeError:
+            # The reader (`| head`) left; Python's exit would flush stdout into
+            # the closed pipe again, so point it at /dev/null first.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
     if args.command == "serve":
         return _serve_command(args)
     if args.command == "build":

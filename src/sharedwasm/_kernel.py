@@ -225,6 +225,15 @@ class Kernel:
             value, _ = statics.globals.get(name, (None, False))
             if value is not None:
                 ends.append(value & 0xFFFFFFFF)
+        if len(ends) == 1 and statics.passive_segments and statics.has_start:
+            # wasm-ld's shape for a shared memory: passive segments copied in
+            # by a start function, to addresses only its code knows.
+            raise KernelError(
+                f"kernel initialises {statics.passive_segments} passive data segment(s) from "
+                "its start function but exports neither __heap_base nor __data_end, so where "
+                "its static data ends is unknown and the pool's regions could overlap it: "
+                "link with --export=__heap_base (sharedwasm build does)"
+            )
         self.static_end: int = max(ends)
         """One past the last byte of the kernel's static data; 0 if it has none."""
         stack = statics.globals.get(STACK_POINTER)

@@ -17,9 +17,11 @@
  * Build with `sharedwasm build kernel.c`. The build is freestanding: there is
  * no libc. The clang builtins that wasm has instructions for are free
  * (__builtin_sqrtf, __builtin_fabsf, __builtin_floorf, __builtin_ceilf,
- * __builtin_truncf, __builtin_fminf, __builtin_fmaxf and their double forms;
- * __builtin_memcpy and __builtin_memset become memory.copy and memory.fill);
- * anything else (expf, printf, malloc) is an undefined symbol at link time.
+ * __builtin_truncf, __builtin_copysignf and their double forms;
+ * __builtin_wasm_min_f32/_f64 and __builtin_wasm_max_f32/_f64 for f32.min and
+ * friends, since __builtin_fminf calls libm's fminf; __builtin_memcpy and
+ * __builtin_memset become memory.copy and memory.fill); anything else (expf,
+ * fminf, printf, malloc) is an undefined symbol at link time.
  *
  * Static and global variables live in the shared memory, so every worker sees
  * the same ones: write them with the atomics below, or only from one worker.

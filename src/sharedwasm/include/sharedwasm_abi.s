@@ -41,3 +41,14 @@ sw_total_workers:
 	.functype	sw_total_workers () -> (i32)
 	global.get	__sharedwasm_total_workers
 	end_function
+
+# The ABI version this kernel was built for, exported as a global holding its
+# address. Being data, it also makes wasm-ld import the memory in a kernel
+# that would otherwise never touch it (an empty one, say), which the pool
+# requires of every kernel.
+	.section	.rodata.__sharedwasm_abi_version,"",@
+	.globl	__sharedwasm_abi_version
+	.p2align	2
+__sharedwasm_abi_version:
+	.int32	1
+	.size	__sharedwasm_abi_version, 4
