@@ -96,7 +96,7 @@ def sharedwasm_batch(
     verify: bool,
 ) -> list[float]:
     """Time `runs` back-to-back runs on a fresh pool; return seconds per run."""
-    memory = sw.Memory(*library.memory_pages(problem, workers))
+    memory = sw.Memory(*library.memory_pages(spec.kernel(), problem, workers))
     with sw.WorkerPool(spec.kernel(), memory, workers) as pool:
         data = pool.data(np.uint8)
         problem.fill(data)

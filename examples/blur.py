@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 import time
 from pathlib import Path
@@ -54,22 +53,11 @@ def load_kernel() -> sw.Kernel:
 
 
 def open_pool(kernel: sw.Kernel, workers: int | None, data_bytes: int) -> sw.WorkerPool:
-    """Open a pool whose data region holds at least `data_bytes` bytes."""
-    # Between the kernel's static data and the data region the pool places its
-    # board and a 64 KiB stack per worker: guess generously, grow if short.
-    per_worker = 80 * 1024 + kernel.tls_size
-    guess = kernel.static_end + (workers or os.cpu_count() or 1) * per_worker + data_bytes
-    pages = -(-guess // sw.PAGE_SIZE)
-    memory = sw.Memory(pages, min(pages + pages // 4 + 16, 65536))
-    pool = sw.WorkerPool(kernel, memory, workers)
-    short = data_bytes - (memory.byte_length - pool.data_offset)
-    if short > 0:
-        try:
-            pool.grow(-(-short // sw.PAGE_SIZE))
-        except BaseException:
-            pool.close()
-            raise
-    return pool
+    """Open a pool whose data region holds `data_bytes` bytes."""
+    # The pool places the kernel's statics, its board and a stack per worker
+    # before the data region; pages_needed adds them up.
+    pages = sw.WorkerPool.pages_needed(kernel, data_bytes, workers)
+    return sw.WorkerPool(kernel, sw.Memory(pages, pages), workers)
 
 
 def image_layout(image: Pixels) -> tuple[int, int, int]:

@@ -9,7 +9,7 @@ is described at the top of its `.c` file; the makers below write exactly that.
     import library
     spec = library.SPECS["saxpy_simd"]
     problem = spec.make(1000, np.random.default_rng(1))
-    memory = sw.Memory(*library.memory_pages(problem, workers=2))
+    memory = sw.Memory(*library.memory_pages(spec.kernel(), problem, workers=2))
     with sw.WorkerPool(spec.kernel(), memory, 2) as pool:
         data = pool.data(np.uint8)
         problem.fill(data)
@@ -37,7 +37,6 @@ import numpy as np
 import numpy.typing as npt
 
 import sharedwasm as sw
-from sharedwasm._layout import DEFAULT_STACK_SIZE
 
 HERE = Path(__file__).resolve().parent
 
@@ -195,16 +194,9 @@ def _load(path: Path) -> sw.Kernel:
     return sw.Kernel.from_file(path)
 
 
-def memory_pages(
-    problem: Problem, workers: int, stack_size: int = DEFAULT_STACK_SIZE
-) -> tuple[int, int]:
-    """Return `(initial, maximum)` pages for a memory that holds `problem` on `workers` workers.
-
-    Room is left for a kernel's static data, the pool's board and records
-    and one stack per worker before the data region.
-    """
-    before = 64 * 1024 + workers * (stack_size + 4096 + 64)
-    pages = -(-(before + problem.nbytes) // sw.PAGE_SIZE)
+def memory_pages(kernel: sw.Kernel, problem: Problem, workers: int) -> tuple[int, int]:
+    """Return `(initial, maximum)` pages for a memory that holds `problem` on `workers` workers."""
+    pages = sw.WorkerPool.pages_needed(kernel, problem.nbytes, workers)
     return pages, max(pages, 16)
 
 

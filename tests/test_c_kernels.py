@@ -357,3 +357,28 @@ def test_an_empty_c_kernel_builds_and_runs(c_kernel, make_pool):
     kernel = c_kernel("empty", "#include <sharedwasm.h>\nSW_KERNEL(start, end) {}\n")
     pool = make_pool(kernel, workers=2)
     assert [d.end for d in run(pool, elements=10).done] == [5, 10]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("data_bytes", [0, 1, 65536, 3 * 65536 + 5])
+def test_pages_needed_is_exactly_enough(c_kernel, kernel, workers, data_bytes):
+    for k, stack_size in ((c_kernel("deep", DEEP), None), (c_kernel("deep", DEEP), 4096),
+                          (kernel("map_f32"), None)):  # fmt: skip
+        pages = sw.WorkerPool.pages_needed(k, data_bytes, workers, stack_size=stack_size)
+        with sw.WorkerPool(k, sw.Memory(pages, pages), workers, stack_size=stack_size) as pool:
+            room = pool.memory.byte_length - pool.data_offset
+            assert max(data_bytes, 1) <= room < max(data_bytes, 1) + sw.PAGE_SIZE
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((-1,), ValueError, "data_bytes must be >= 0"),
+        ((True,), TypeError, "data_bytes must be an int"),
+        ((1 << 32,), sw.LayoutError, "4 GiB"),
+        ((0, 0), ValueError, "workers must be in"),
+    ],
+)
+def test_pages_needed_rejects(c_kernel, args, error, match):
+    with pytest.raises(error, match=match):
+        sw.WorkerPool.pages_needed(c_kernel("deep", DEEP), *args)

@@ -76,9 +76,12 @@ def assert_same(got: npt.NDArray[Any], expected: npt.NDArray[Any], what: str) ->
         )
 
 
-def memory_for(problems: list[library.Problem], workers: int) -> sw.Memory:
-    """Return a memory that fits the largest of `problems` on `workers` workers."""
-    return sw.Memory(*library.memory_pages(max(problems, key=lambda p: p.nbytes), workers))
+def pool_for(kernel: sw.Kernel, problems: list[library.Problem], workers: int) -> sw.WorkerPool:
+    """Return a pool whose memory fits the largest of `problems`."""
+    largest = max(problems, key=lambda p: p.nbytes)
+    return sw.WorkerPool(
+        kernel, sw.Memory(*library.memory_pages(kernel, largest, workers)), workers
+    )
 
 
 @pytest.mark.parametrize("workers", WORKERS)
@@ -87,7 +90,7 @@ def test_kernel_matches_numpy(name, workers):
     """Every library kernel's output equals its numpy reference exactly at every size."""
     spec = library.SPECS[name]
     problems = [spec.make(n, np.random.default_rng([workers, n])) for n in SIZES[name]]
-    with sw.WorkerPool(spec.kernel(), memory_for(problems, workers), workers) as pool:
+    with pool_for(spec.kernel(), problems, workers) as pool:
         for problem in problems:
             expected = spec.reference(problem)
             runs: list[dict[str, Any]] = [{"schedule": "static"}]
@@ -108,13 +111,13 @@ def test_kernels_agree_with_each_other(workers):
     for name in ("poly_scalar", "poly_simd", "map_f32"):
         spec = library.SPECS[name]
         problem = library.in_place(name, x)
-        with sw.WorkerPool(spec.kernel(), memory_for([problem], workers), workers) as pool:
+        with pool_for(spec.kernel(), [problem], workers) as pool:
             run(pool, problem)
             outputs[name] = problem.result(pool.data(np.uint8)).copy()
     assert_same(outputs["poly_simd"], outputs["poly_scalar"], "poly_simd vs poly_scalar")
     builtin = sw.Kernel.from_file(KERNEL_DIR / "map_f32.wat")
     problem = library.in_place("map_f32", x)
-    with sw.WorkerPool(builtin, memory_for([problem], workers), workers) as pool:
+    with pool_for(builtin, [problem], workers) as pool:
         run(pool, problem)
         assert_same(problem.result(pool.data(np.uint8)), outputs["map_f32"], "map_f32 vs WAT")
 
@@ -129,7 +132,7 @@ def test_histogram_counts_every_byte_once(workers, schedule):
     spec = library.SPECS["histogram"]
     problem = spec.make(100_003, np.random.default_rng(workers))
     expected = spec.reference(problem)
-    with sw.WorkerPool(spec.kernel(), memory_for([problem], workers), workers) as pool:
+    with pool_for(spec.kernel(), [problem], workers) as pool:
         data = pool.data(np.uint8)
         run(pool, problem, schedule=schedule)
         bins = problem.result(data)
@@ -156,9 +159,7 @@ def test_box_blur_reads_neighbour_rows_across_partition_boundaries(workers):
     image[:, ::2] ^= 0x55
     problem = library.box_blur(height, np.random.default_rng(0), image=image)
     expected = library.box_blur_reference(problem)
-    with sw.WorkerPool(
-        library.SPECS["box_blur"].kernel(), memory_for([problem], workers), workers
-    ) as pool:
+    with pool_for(library.SPECS["box_blur"].kernel(), [problem], workers) as pool:
         result = run(pool, problem)
         got = problem.result(pool.data(np.uint8))
         boundaries = sorted({d.start for d in result.done if 0 < d.start < height})
@@ -176,9 +177,7 @@ def test_box_blur_edges_clamp(workers):
     shapes = [(1, 1), (1, 2), (2, 1), (2, 2), (1, 7), (7, 1), (3, 2), (2, 3), (5, 4)]
     problems = [library.box_blur(h, np.random.default_rng([h, w]), width=w) for h, w in shapes]
     flat = library.box_blur(6, np.random.default_rng(0), image=np.full((6, 5), 200, np.uint8))
-    with sw.WorkerPool(
-        library.SPECS["box_blur"].kernel(), memory_for(problems, workers), workers
-    ) as pool:
+    with pool_for(library.SPECS["box_blur"].kernel(), problems, workers) as pool:
         for problem in [*problems, flat]:
             run(pool, problem)
             got = problem.result(pool.data(np.uint8))
@@ -195,7 +194,7 @@ def test_box_blur_on_wide_and_tall_images():
         library.box_blur(h, np.random.default_rng([h, w]), width=w)
         for h, w in [(3, 250), (250, 3), (17, 33), (64, 129)]
     ]
-    with sw.WorkerPool(library.SPECS["box_blur"].kernel(), memory_for(problems, 3), 3) as pool:
+    with pool_for(library.SPECS["box_blur"].kernel(), problems, 3) as pool:
         for problem in problems:
             run(pool, problem, schedule="dynamic", chunk=2)
             got = problem.result(pool.data(np.uint8))
@@ -211,7 +210,7 @@ def test_mandelbrot_non_square_and_deep():
         library.mandelbrot(h, np.random.default_rng([h, w]), width=w, max_iter=m)
         for h, w, m in [(5, 61, 1000), (40, 3, 50), (1, 1, 1), (9, 9, 0)]
     ]
-    with sw.WorkerPool(library.SPECS["mandelbrot"].kernel(), memory_for(problems, 2), 2) as pool:
+    with pool_for(library.SPECS["mandelbrot"].kernel(), problems, 2) as pool:
         for problem in problems:
             for schedule in ("static", "dynamic"):
                 run(pool, problem, schedule=schedule, chunk=None)
@@ -236,7 +235,7 @@ def test_stack_heavy_is_correct_on_four_workers_run_after_run():
     """Four workers recursing at once with 1 KiB frames get every checksum right, run after run."""
     spec = library.SPECS["stack_heavy"]
     problems = [spec.make(203, np.random.default_rng(seed)) for seed in range(6)]
-    with sw.WorkerPool(spec.kernel(), memory_for(problems, 4), 4) as pool:
+    with pool_for(spec.kernel(), problems, 4) as pool:
         for i, problem in enumerate(problems):
             schedule = "dynamic" if i % 2 else "static"
             run(pool, problem, schedule=schedule, chunk=1 if i % 2 else None)
@@ -265,7 +264,7 @@ def test_stack_overflow_is_a_kernel_trap_and_the_pool_recovers(bad, timeout):
     rng = np.random.default_rng(bad)
     deep = library.stack_heavy(n, rng, depths=depths)
     fine = spec.make(n, rng)
-    with sw.WorkerPool(spec.kernel(), memory_for([deep, fine], workers), workers) as pool:
+    with pool_for(spec.kernel(), [deep, fine], workers) as pool:
         with pytest.raises(sw.KernelTrap, match="stack overflow") as info:
             run(pool, deep, timeout=timeout)
         trap = info.value

@@ -54,7 +54,7 @@ from ._layout import (
 )
 from ._memory import Memory
 from ._runner import Runner
-from ._wasmtime import as_i32, engine, is_interrupt
+from ._wasmtime import MAX_PAGES, PAGE_SIZE, as_i32, engine, is_interrupt
 from ._worker import Worker
 
 MAX_WORKERS = 1024
@@ -213,6 +213,51 @@ def _check_timeout(timeout: float | None, name: str = "timeout") -> float | None
     return t
 
 
+def _plan(
+    kernel: Kernel,
+    workers: int,
+    status_offset: int | None,
+    stack_size: int | None,
+    byte_length: int,
+) -> Layout:
+    """Lay out a pool of `kernel` on `workers` workers, applying the defaults."""
+    if stack_size is None:
+        stack_size = DEFAULT_STACK_SIZE if kernel.uses_stack else 0
+    elif isinstance(stack_size, bool):
+        raise TypeError(f"stack_size must be an int (got {stack_size!r})")
+    else:
+        stack_size = operator.index(stack_size)
+        if not kernel.uses_stack:
+            raise ValueError(
+                f"stack_size applies only to a kernel that exports __stack_pointer; "
+                f"{kernel.name} uses no stack (got stack_size={stack_size!r})"
+            )
+        if stack_size < STACK_ALIGN:
+            raise ValueError(f"stack_size must be >= {STACK_ALIGN} bytes (got {stack_size!r})")
+    if status_offset is None:
+        status_offset = align_up(kernel.static_end, CACHE_LINE)
+    return Layout.build(
+        workers=workers,
+        status_offset=status_offset,
+        byte_length=byte_length,
+        static_end=kernel.static_end,
+        stack_size=stack_size,
+        tls_size=kernel.tls_size,
+        tls_align=kernel.tls_align,
+    )
+
+
+def _check_workers(workers: int | None) -> int:
+    if workers is None:
+        return default_workers()
+    if isinstance(workers, bool):
+        raise TypeError(f"workers must be an int (got {workers!r})")
+    workers = operator.index(workers)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers must be in [1, {MAX_WORKERS}] (got {workers!r})")
+    return workers
+
+
 class WorkerPool:
     """Run one kernel on N threads over one shared memory.
 
@@ -263,13 +308,7 @@ class WorkerPool:
             raise TypeError(f"kernel must be a sharedwasm.Kernel (got {type(kernel).__name__})")
         if not isinstance(memory, Memory):
             raise TypeError(f"memory must be a sharedwasm.Memory (got {type(memory).__name__})")
-        if workers is None:
-            workers = default_workers()
-        if isinstance(workers, bool):
-            raise TypeError(f"workers must be an int (got {workers!r})")
-        workers = operator.index(workers)
-        if not 1 <= workers <= MAX_WORKERS:
-            raise ValueError(f"workers must be in [1, {MAX_WORKERS}] (got {workers!r})")
+        workers = _check_workers(workers)
         if spin is None:
             spin = DEFAULT_SPIN if workers <= default_workers() else 0.0
         spin = _check_timeout(spin, "spin")
@@ -289,30 +328,7 @@ class WorkerPool:
                 f"so the memory's maximum must be <= {kernel.memory_maximum} "
                 f"(got maximum={memory.maximum})"
             )
-        if stack_size is None:
-            stack_size = DEFAULT_STACK_SIZE if kernel.uses_stack else 0
-        elif isinstance(stack_size, bool):
-            raise TypeError(f"stack_size must be an int (got {stack_size!r})")
-        else:
-            stack_size = operator.index(stack_size)
-            if not kernel.uses_stack:
-                raise ValueError(
-                    f"stack_size applies only to a kernel that exports __stack_pointer; "
-                    f"{kernel.name} uses no stack (got stack_size={stack_size!r})"
-                )
-            if stack_size < STACK_ALIGN:
-                raise ValueError(f"stack_size must be >= {STACK_ALIGN} bytes (got {stack_size!r})")
-        if status_offset is None:
-            status_offset = align_up(kernel.static_end, CACHE_LINE)
-        self._layout = Layout.build(
-            workers=workers,
-            status_offset=status_offset,
-            byte_length=memory.byte_length,
-            static_end=kernel.static_end,
-            stack_size=stack_size,
-            tls_size=kernel.tls_size,
-            tls_align=kernel.tls_align,
-        )
+        self._layout = _plan(kernel, workers, status_offset, stack_size, memory.byte_length)
         self.name = f"sharedwasm-{next(_pool_ids)}"
         if memory._pools:
             raise LayoutError(
@@ -368,6 +384,42 @@ class WorkerPool:
             self._state = _State.CLOSED
             self._finalizer()
             raise
+
+    @staticmethod
+    def pages_needed(
+        kernel: Kernel,
+        data_bytes: int,
+        workers: int | None = None,
+        *,
+        status_offset: int | None = None,
+        stack_size: int | None = None,
+    ) -> int:
+        """Return the fewest pages a memory needs for such a pool to hold `data_bytes` of data.
+
+        The count covers what goes before the data region: the kernel's
+        static data, the board, the records and the workers' stacks, which
+        callers should not have to add up. The arguments are the
+        constructor's.
+
+        Raises:
+            TypeError, ValueError, LayoutError: as the constructor would.
+        """
+        if not isinstance(kernel, Kernel):
+            raise TypeError(f"kernel must be a sharedwasm.Kernel (got {type(kernel).__name__})")
+        workers = _check_workers(workers)
+        if isinstance(data_bytes, bool):
+            raise TypeError(f"data_bytes must be an int (got {data_bytes!r})")
+        data_bytes = operator.index(data_bytes)
+        if data_bytes < 0:
+            raise ValueError(f"data_bytes must be >= 0 (got {data_bytes!r})")
+        layout = _plan(kernel, workers, status_offset, stack_size, MAX_PAGES * PAGE_SIZE)
+        pages = -(-(layout.data_offset + max(data_bytes, 1)) // PAGE_SIZE)
+        if pages > MAX_PAGES:
+            raise LayoutError(
+                f"data_bytes must fit a 4 GiB memory after the data offset {layout.data_offset} "
+                f"(got {data_bytes!r})"
+            )
+        return max(pages, kernel.memory_minimum)
 
     def __repr__(self) -> str:
         return (
