@@ -520,8 +520,11 @@ def _read_line(stream: IO[str], timeout: float) -> str:
 
 def test_cli_serves_until_interrupted(site):
     """`sharedwasm serve DIR --port 0` prints its URL, serves, and exits 0 on Ctrl-C."""
+    # With faulthandler on, a server that does not stop can be made to print
+    # where each of its threads is (SIGABRT), which the failure then shows.
+    command = [sys.executable, "-X", "faulthandler", "-m", "sharedwasm", "serve", str(site)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sharedwasm", "serve", str(site), "--port", "0"],
+        [*command, "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -537,7 +540,13 @@ def test_cli_serves_until_interrupted(site):
         assert resp.status == 200
         assert_headers(resp)
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=TIMEOUT) == 0
+        try:
+            status = proc.wait(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=TIMEOUT)
+            pytest.fail(f"serve did not stop on SIGINT; its threads:\n{proc.stderr.read()}")
+        assert status == 0
         assert "Traceback" not in proc.stderr.read()
     finally:
         if proc.poll() is None:
