@@ -520,9 +520,16 @@ def _read_line(stream: IO[str], timeout: float) -> str:
 
 def test_cli_serves_until_interrupted(site):
     """`sharedwasm serve DIR --port 0` prints its URL, serves, and exits 0 on Ctrl-C."""
-    # With faulthandler on, a server that does not stop can be made to print
-    # where each of its threads is (SIGABRT), which the failure then shows.
-    command = [sys.executable, "-X", "faulthandler", "-m", "sharedwasm", "serve", str(site)]
+    # The child stands for a command typed at a terminal, where Ctrl-C raises
+    # KeyboardInterrupt. Started from a shell's background job, it would
+    # inherit SIGINT ignored (and Python then leaves it so): hence the handler
+    # set before the CLI runs. With faulthandler on, a server that still does
+    # not stop can be made to print where its threads are (SIGABRT).
+    launch = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'sharedwasm'; runpy.run_module('sharedwasm', run_name='__main__')"
+    )
+    command = [sys.executable, "-X", "faulthandler", "-c", launch, "serve", str(site)]
     proc = subprocess.Popen(
         [*command, "--port", "0"],
         stdout=subprocess.PIPE,
