@@ -27,9 +27,13 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from _harness import emit, main_guard, parser, summarize
+from _harness import ROOT, emit, main_guard, parser, summarize
 
 import sharedwasm as sw
+
+sys.path.insert(0, str(ROOT / "kernels"))
+
+import library
 
 BENCH = "schedule"
 KERNEL = Path(__file__).resolve().parent / "kernels" / "mandelbrot_rows.wat"
@@ -49,34 +53,8 @@ def window(width: int, height: int) -> tuple[float, float, float, float]:
 
 
 def reference(width: int, height: int, max_iter: int) -> npt.NDArray[np.int32]:
-    """Return the kernel's image computed by numpy, with the same float64 steps.
-
-    Only the pixels still iterating are carried along, so the cost is about
-    the total iteration count rather than `width * height * max_iter`.
-    """
-    x0, dx, y0, dy = window(width, height)
-    cr = x0 + np.arange(width, dtype=np.float64) * dx
-    ci = y0 + np.arange(height, dtype=np.float64) * dy
-    counts = np.full(width * height, max_iter, dtype=np.int32)
-    idx = np.arange(width * height)
-    c_re = np.tile(cr, height)
-    c_im = np.repeat(ci, width)
-    zr = np.zeros(width * height)
-    zi = np.zeros(width * height)
-    for n in range(max_iter):
-        zr2 = zr * zr
-        zi2 = zi * zi
-        escaped = (zr2 + zi2) > 4.0
-        if escaped.any():
-            counts[idx[escaped]] = n
-            keep = ~escaped
-            idx, zr, zi, zr2, zi2 = idx[keep], zr[keep], zi[keep], zr2[keep], zi2[keep]
-            c_re, c_im = c_re[keep], c_im[keep]
-            if idx.size == 0:
-                break
-        zi = (zr + zr) * zi + c_im
-        zr = (zr2 - zi2) + c_re
-    return counts.reshape(height, width)
+    """Return the kernel's image computed by numpy, with the same float64 steps."""
+    return library.escape_counts(width, height, max_iter, window(width, height))
 
 
 class Image:

@@ -341,14 +341,27 @@ def mandelbrot(
 
 
 def mandelbrot_reference(problem: Problem) -> npt.NDArray[np.int32]:
-    """Return the escape counts computed with the kernel's float64 steps, in its order.
-
-    Only the pixels still iterating are carried along, so the cost is about
-    the total iteration count rather than `width * height * max_iter`.
-    """
+    """Return the escape counts of a mandelbrot problem, computed by numpy."""
     p = problem.params
-    width, height, max_iter = int(p["width"]), int(p["height"]), int(p["max_iter"])
-    x0, dx, y0, dy = float(p["x0"]), float(p["dx"]), float(p["y0"]), float(p["dy"])
+    return escape_counts(
+        int(p["width"]),
+        int(p["height"]),
+        int(p["max_iter"]),
+        (float(p["x0"]), float(p["dx"]), float(p["y0"]), float(p["dy"])),
+    )
+
+
+def escape_counts(
+    width: int, height: int, max_iter: int, grid: tuple[float, float, float, float]
+) -> npt.NDArray[np.int32]:
+    """Return the escape counts over the pixel grid `(x0, dx, y0, dy)`, row-major.
+
+    The float64 steps and their order are those of the kernels (this one and
+    benchmarks/kernels/mandelbrot_rows.wat), so the counts are exact. Only
+    the pixels still iterating are carried along, so the cost is about the
+    total iteration count rather than `width * height * max_iter`.
+    """
+    x0, dx, y0, dy = grid
     cr = x0 + np.arange(width, dtype=np.float64) * dx
     ci = y0 + np.arange(height, dtype=np.float64) * dy
     counts = np.full(width * height, max_iter, dtype=np.int32)
