@@ -192,19 +192,6 @@ def _custom_section(name: str, payload: bytes) -> bytes:
     return b"\x00" + uleb(len(body)) + body
 
 
-def _options(
-    source: Path, optimize: str, simd: bool, defines: Sequence[str], cflags: Sequence[str]
-) -> list[str]:
-    flags = [*_COMPILE_FLAGS, f"-O{optimize}"]
-    if simd:
-        flags.append("-msimd128")
-    if source.suffix.lower() in _CXX_SUFFIXES:
-        flags += ["-fno-exceptions", "-fno-rtti"]
-    flags += [f"-D{d}" for d in defines]
-    flags += list(cflags)
-    return flags
-
-
 def _digest(source: Path, flags: Sequence[str], stack_check: bool) -> str:
     """A digest of what determines the output: the source, our header and
     ABI stub, the flags and the build recipe itself."""
@@ -221,13 +208,15 @@ def _digest(source: Path, flags: Sequence[str], stack_check: bool) -> str:
     return h.hexdigest()
 
 
-def _normalise(
+def _options(
+    source: Path,
     optimize: str | int,
     simd: bool,
     stack_check: bool,
     defines: Iterable[str],
     cflags: Iterable[str],
-) -> tuple[str, list[str], list[str]]:
+) -> tuple[str, list[str]]:
+    """Check the build options; return the optimisation level and clang's flags."""
     level = str(optimize)
     if level.startswith("-O"):
         level = level[2:]
@@ -237,7 +226,14 @@ def _normalise(
         raise TypeError(f"simd and stack_check must be bools (got {simd!r}, {stack_check!r})")
     if isinstance(defines, str) or isinstance(cflags, str):
         raise TypeError("defines and cflags must be sequences of strings, not one string")
-    return level, [str(d) for d in defines], [str(f) for f in cflags]
+    flags = [*_COMPILE_FLAGS, f"-O{level}"]
+    if simd:
+        flags.append("-msimd128")
+    if source.suffix.lower() in _CXX_SUFFIXES:
+        flags += ["-fno-exceptions", "-fno-rtti"]
+    flags += [f"-D{d}" for d in defines]
+    flags += [str(f) for f in cflags]
+    return level, flags
 
 
 def build(
@@ -276,9 +272,8 @@ def build(
     src = Path(source)
     if not src.is_file():
         raise FileNotFoundError(f"kernel source {str(src)!r} does not exist or is not a file")
-    level, define_list, cflag_list = _normalise(optimize, simd, stack_check, defines, cflags)
+    level, flags = _options(src, optimize, simd, stack_check, defines, cflags)
     out = Path(output) if output is not None else src.with_suffix(".wasm")
-    flags = _options(src, level, simd, define_list, cflag_list)
     clang = _clang()
     _linker()
     wasm_opt = _wasm_opt() if stack_check else None
@@ -362,7 +357,6 @@ def build_is_current(
     src, out = Path(source), Path(output)
     if not out.is_file():
         return False
-    level, define_list, cflag_list = _normalise(optimize, simd, stack_check, defines, cflags)
-    flags = _options(src, level, simd, define_list, cflag_list)
+    _, flags = _options(src, optimize, simd, stack_check, defines, cflags)
     info = build_info(out.read_bytes())
     return info is not None and info.get("digest") == _digest(src, flags, stack_check)
