@@ -79,15 +79,12 @@ class _Reader:
         return "ref"
 
     def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                if b & 0x40:
-                    result -= 1 << shift
-                return result
+        # The same groups of 7 bits as an unsigned number; the top bit read
+        # (bit 6 of the last byte) is the sign.
+        start = self.pos
+        value = self.uleb()
+        bits = 7 * (self.pos - start)
+        return value - (1 << bits) if value >> (bits - 1) & 1 else value
 
     def const_expr(self) -> int | None:
         """Read a constant expression; return its value if it is one `i32.const`."""

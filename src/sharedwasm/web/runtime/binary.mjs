@@ -36,14 +36,12 @@ class Reader {
   }
 
   sleb() {
-    let result = 0;
-    let scale = 1;
-    for (;;) {
-      const b = this.byte();
-      result += (b & 0x7f) * scale;
-      scale *= 128;
-      if (!(b & 0x80)) return b & 0x40 ? result - scale : result;
-    }
+    // The same groups of 7 bits as an unsigned number; bit 6 of the last
+    // byte is the sign.
+    const start = this.pos;
+    const value = this.uleb();
+    const scale = 128 ** (this.pos - start);
+    return this.bytes[this.pos - 1] & 0x40 ? value - scale : value;
   }
 
   name() {
