@@ -20,7 +20,7 @@ import {
   stackTop,
   tlsAddress,
 } from "../../src/sharedwasm/web/runtime/sharedwasm.mjs";
-import { PYTHON, ROOT, pythonJson } from "./_python.mjs";
+import { LAYOUT_AS_JS, PYTHON, ROOT, pythonJson } from "./_python.mjs";
 
 const TIMEOUT = { timeout: 30_000 };
 
@@ -62,37 +62,21 @@ const STACK_SIZES = [0, 4096];
 // What the Python package makes of the same modules: the kernel's statics,
 // its layout for 1 to 4 workers, and the KernelError of each bad module.
 const PY = pythonJson(
-  `
+  LAYOUT_AS_JS +
+    `
 import base64, json, sys
 import wasmtime
 from sharedwasm import Kernel, KernelError
-from sharedwasm._layout import CACHE_LINE, DEFAULT_STACK_SIZE, Layout, align_up
+from sharedwasm._pool import _plan
 
 path, wats, stack_sizes = json.loads(sys.argv[1])
 kernel = Kernel.from_file(path)
 layouts = {}
 for stack_size in stack_sizes:
     for workers in range(1, 5):
-        lay = Layout.build(
-            workers=workers,
-            status_offset=align_up(kernel.static_end, CACHE_LINE),
-            byte_length=8 * 65536,
-            static_end=kernel.static_end,
-            stack_size=stack_size or DEFAULT_STACK_SIZE,
-            tls_size=kernel.tls_size,
-            tls_align=kernel.tls_align,
-        )
-        layouts[f"{stack_size}:{workers}"] = {
-            "workers": lay.workers, "statusOffset": lay.status_offset,
-            "controlOffset": lay.control_offset, "recordsOffset": lay.records_offset,
-            "dataOffset": lay.data_offset, "statusEnd": lay.status_end,
-            "controlEnd": lay.control_end, "recordsEnd": lay.records_end,
-            "staticEnd": lay.static_end, "threadsOffset": lay.threads_offset,
-            "threadArea": lay.thread_area, "tlsBlock": lay.tls_block,
-            "threadsEnd": lay.threads_end,
-            "threads": [[lay.tls_address(i), lay.stack_bottom(i), lay.stack_top(i)]
-                        for i in range(workers)],
-        }
+        # The pool's own defaults (status offset, stack size) for this kernel.
+        lay = _plan(kernel, workers, None, stack_size or None, 8 * 65536)
+        layouts[f"{stack_size}:{workers}"] = layout_as_js(lay)
 modules, errors = {}, {}
 for name, text in wats.items():
     wasm = wasmtime.wat2wasm(text)

@@ -7,7 +7,7 @@ import { test } from "node:test";
 
 import { LayoutError } from "../../src/sharedwasm/web/runtime/errors.mjs";
 import * as layout from "../../src/sharedwasm/web/runtime/layout.mjs";
-import { PYTHON, ROOT, pythonJson } from "./_python.mjs";
+import { LAYOUT_AS_JS, PYTHON, ROOT, pythonJson } from "./_python.mjs";
 
 const TIMEOUT = { timeout: 20_000 };
 
@@ -41,7 +41,8 @@ const NAMES = {
 };
 
 const EXPECTED = pythonJson(
-  `
+  LAYOUT_AS_JS +
+    `
 import itertools, json, sys
 from sharedwasm import _layout
 from sharedwasm._layout import Layout
@@ -60,16 +61,9 @@ for grid_name, grid in grids.items():
         except ValueError as exc:
             grid_cases.append({"args": args, "error": "RangeError", "message": str(exc)})
         else:
-            grid_cases.append({"args": args, "layout": {
-                "workers": lay.workers, "statusOffset": lay.status_offset,
-                "controlOffset": lay.control_offset, "recordsOffset": lay.records_offset,
-                "dataOffset": lay.data_offset, "statusEnd": lay.status_end,
-                "controlEnd": lay.control_end, "recordsEnd": lay.records_end,
-                "staticEnd": lay.static_end, "threadsOffset": lay.threads_offset,
-                "threadArea": lay.thread_area, "tlsBlock": lay.tls_block,
-                "threadsEnd": lay.threads_end},
-                "threads": [[lay.tls_address(i), lay.stack_bottom(i), lay.stack_top(i)]
-                            for i in range(lay.workers)]})
+            fields = layout_as_js(lay)
+            threads = fields.pop("threads")
+            grid_cases.append({"args": args, "layout": fields, "threads": threads})
 enums = {cls.__name__: {m.name: int(m) for m in cls}
          for cls in (_layout.Status, _layout.Control, _layout.Record, _layout.Command,
                      _layout.Schedule)}
