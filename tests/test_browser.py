@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 import wasmtime
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -130,29 +131,39 @@ def test_without_the_headers_the_page_names_them(page: Page) -> None:
             assert header in shown
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3, 4])
-def test_output_bytes_equal_the_python_pool(page: Page, site: Path, workers: int) -> None:
-    pages, elements = 4, 60_001
-    rng = np.random.default_rng(workers)
-    data = rng.uniform(0.0, 1000.0, elements).astype(np.float32)
-    data[:4] = np.array([0.0, np.inf, 1e-40, 3.4e38], dtype=np.float32)  # edge values too
-    (site / "input.bin").write_bytes(data.tobytes())
+def run_in_python_and_page(
+    page: Page, site: Path, wasm: str, data: npt.NDArray[Any], workers: int, pages: int
+) -> tuple[dict[str, Any], tuple[sw.WorkerDone, ...]]:
+    """Run the served kernel `wasm` over `data` in the Python pool, then in the page.
 
-    kernel = sw.Kernel.from_bytes((site / "map_f32.wasm").read_bytes())
+    Asserts that both put the data at the same offset and leave the same
+    bytes; returns the page's result and the Python run's `done`.
+    """
+    (site / "input.bin").write_bytes(data.tobytes())
+    kernel = sw.Kernel.from_file(site / wasm)
     with sw.WorkerPool(kernel, sw.Memory(pages, pages), workers) as pool:
-        pool.data(np.float32)[:elements] = data
-        expected_done = pool.run(elements=elements).done
-        expected = pool.data(np.float32)[:elements].tobytes()
+        pool.data(data.dtype)[: data.size] = data
+        done = pool.run(elements=data.size).done
+        expected = pool.data(data.dtype)[: data.size].tobytes()
         data_offset = pool.data_offset
 
     with serving(site) as url:
         page.goto(url)
-        got = page.evaluate(
+        got: dict[str, Any] = page.evaluate(
             RUN_IN_PAGE,
-            {"workers": workers, "pages": pages, "elements": elements, "kernel": "map_f32.wasm"},
+            {"workers": workers, "pages": pages, "elements": data.size, "kernel": wasm},
         )
     assert got["dataOffset"] == data_offset
     assert base64.b64decode(got["output"]) == expected
+    return got, tuple(done)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+def test_output_bytes_equal_the_python_pool(page: Page, site: Path, workers: int) -> None:
+    rng = np.random.default_rng(workers)
+    data = rng.uniform(0.0, 1000.0, 60_001).astype(np.float32)
+    data[:4] = np.array([0.0, np.inf, 1e-40, 3.4e38], dtype=np.float32)  # edge values too
+    got, expected_done = run_in_python_and_page(page, site, "map_f32.wasm", data, workers, 4)
     assert [(d["start"], d["end"]) for d in got["done"]] == [
         (d.start, d.end) for d in expected_done
     ]
@@ -185,23 +196,8 @@ def test_c_kernel_output_equals_the_python_pool(page: Page, site: Path, workers:
     kernel = sw.Kernel.from_file(sw.build(site / "dive.c"))
     assert kernel.uses_stack
     assert kernel.tls_size
-    pages, elements = 8, 4_001
-    data = np.random.default_rng(workers).integers(0, 2**32, elements, dtype=np.uint32)
-    (site / "input.bin").write_bytes(data.tobytes())
-    with sw.WorkerPool(kernel, sw.Memory(pages, pages), workers) as pool:
-        pool.data(np.uint32)[:elements] = data
-        pool.run(elements=elements)
-        expected = pool.data(np.uint32)[:elements].tobytes()
-        data_offset = pool.data_offset
-
-    with serving(site) as url:
-        page.goto(url)
-        got = page.evaluate(
-            RUN_IN_PAGE,
-            {"workers": workers, "pages": pages, "elements": elements, "kernel": "dive.wasm"},
-        )
-    assert got["dataOffset"] == data_offset
-    assert base64.b64decode(got["output"]) == expected
+    data = np.random.default_rng(workers).integers(0, 2**32, 4_001, dtype=np.uint32)
+    run_in_python_and_page(page, site, "dive.wasm", data, workers, 8)
 
 
 def test_grow_then_run_covers_the_new_size(page: Page, site: Path) -> None:
