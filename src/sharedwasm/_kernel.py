@@ -80,8 +80,15 @@ class Kernel:
         self._modules = {False: module}
         self._compile_lock = threading.Lock()
         self.name = name
-        self.memory_minimum, self.memory_maximum = self._check_abi(module, wasm)
-        self._read_statics(wasm)
+        try:
+            sigs = _binary.read_signatures(wasm)
+            statics = _binary.read_statics(wasm)
+        except (IndexError, KeyError, ValueError) as exc:  # an encoding the reader does not know
+            raise KernelError(
+                f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
+            ) from exc
+        self.memory_minimum, self.memory_maximum = self._check_abi(module, sigs)
+        self._read_statics(sigs, statics)
         self.globals: tuple[str, ...] = tuple(
             imp.name
             for imp in module.imports
@@ -159,13 +166,7 @@ class Kernel:
         return cls.from_wat(text, name=p.name)
 
     @staticmethod
-    def _check_abi(module: wasmtime.Module, wasm: bytes) -> tuple[int, int]:
-        try:
-            sigs = _binary.read_signatures(wasm)
-        except (IndexError, KeyError) as exc:  # an encoding the reader does not know
-            raise KernelError(
-                f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
-            ) from exc
+    def _check_abi(module: wasmtime.Module, sigs: _binary.Signatures) -> tuple[int, int]:
         memory: tuple[int, int] | None = None
         for raw, imp in zip(sigs.imports, module.imports, strict=True):
             where = f"{raw.module}.{raw.name}"
@@ -212,14 +213,7 @@ class Kernel:
             raise KernelError(f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {got})")
         return memory
 
-    def _read_statics(self, wasm: bytes) -> None:
-        try:
-            statics = _binary.read_statics(wasm)
-        except (IndexError, KeyError, ValueError) as exc:  # an encoding the reader does not know
-            raise KernelError(
-                f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
-            ) from exc
-        sigs = _binary.read_signatures(wasm)
+    def _read_statics(self, sigs: _binary.Signatures, statics: _binary.Statics) -> None:
         ends = [statics.active_data_end]
         for name in ("__heap_base", "__data_end"):
             value, _ = statics.globals.get(name, (None, False))
