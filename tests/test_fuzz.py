@@ -55,6 +55,7 @@ import sharedwasm as sw
 from conftest import KERNELS, TIMEOUT, pool_threads
 from sharedwasm import atomics
 from sharedwasm._builtin import KERNEL_DIR
+from sharedwasm._layout import CACHE_LINE, align_up
 from sharedwasm._partition import partitions
 from sharedwasm._pool import default_workers
 from sharedwasm.testing import wait_until
@@ -893,7 +894,11 @@ def test_worker_pool_constructor_takes_anything(kernel: LoadKernel) -> None:
         )
         if isinstance(pool, sw.WorkerPool):
             assert pool.workers == (default_workers() if workers is None else workers)
-            assert pool.data_offset > operator.index(status_offset)
+            # None is the default: the first cache line past the kernel's static data.
+            default = align_up(pool.kernel.static_end, CACHE_LINE)
+            wanted = default if status_offset is None else status_offset
+            assert pool.layout.status_offset == operator.index(wanted)
+            assert pool.data_offset > pool.layout.status_offset
             assert repr(pool).startswith(f"<sharedwasm.WorkerPool {pool.name} open ")
             close_and_join(pool)
         else:
