@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import sharedwasm as sw
@@ -58,8 +59,8 @@ def pool_threads(pool: sw.WorkerPool | str) -> list[threading.Thread]:
 
 
 def statuses(pool: sw.WorkerPool) -> list[int]:
-    """Return an atomic read of every status slot."""
-    board = pool.status
+    """Return an atomic read of every status slot (of a closed pool too)."""
+    board = pool.memory.view(np.int32, offset=pool.layout.status_offset, count=pool.workers)
     return [atomics.load(board, i) for i in range(pool.workers)]
 
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import http.client
+import io
 import os
 import queue
 import re
+import selectors
 import signal
 import socket
+import socketserver
+import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,7 +29,8 @@ import wasmtime
 from conftest import TIMEOUT
 from sharedwasm import _serve
 from sharedwasm._cli import main
-from sharedwasm._serve import KERNELS_DIR, make_server, serving
+from sharedwasm._serve import KERNELS_DIR, DevServer, make_server, serving
+from sharedwasm.testing import join_or_dump, wait_until
 
 SECRET = b"TOP-SECRET-CONTENT"
 ISOLATION = {
@@ -68,6 +76,65 @@ def raw_request(url: str, data: bytes) -> bytes:
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def assert_raw_error(answer: bytes, status: int) -> None:
+    """Check that a raw answer is an HTTP/1.1 error with `status` and every header."""
+    head = answer.decode("latin-1").partition("\r\n\r\n")[0]
+    assert head.startswith(f"HTTP/1.1 {status} "), answer[:200]
+    for name, value in {**ALWAYS, **ISOLATION, "Content-Type": "text/plain; charset=utf-8"}.items():
+        assert f"\r\n{name}: {value}" in head, name
+
+
+def tls_client_hello() -> bytes:
+    """Return the first bytes a TLS client sends, as a browser does for https://."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = ssl.create_default_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with contextlib.suppress(ssl.SSLWantReadError):
+        client.do_handshake()
+    return outgoing.read()
+
+
+def started_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Return the live threads that are not in `before`."""
+    return [t for t in threading.enumerate() if t not in before]
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make servers keep the address they are given without binding, listening or serving.
+
+    For the host checks, so that even a server that accepted a wrong host would
+    never listen beyond loopback nor block the test.
+    """
+    monkeypatch.setattr(socketserver.TCPServer, "server_bind", lambda self: None)
+    monkeypatch.setattr(socketserver.TCPServer, "server_activate", lambda self: None)
+    monkeypatch.setattr(DevServer, "serve_forever", lambda self, poll_interval=0.5: None)
+
+
+@contextlib.contextmanager
+def running(server: DevServer) -> Iterator[None]:
+    """Run an already bound server on a thread, then stop it with bounded joins."""
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        join_or_dump(stopper, TIMEOUT)
+        join_or_dump(thread, TIMEOUT)
+        server.server_close()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Return everything received on `sock` until the server closes it."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -149,6 +216,43 @@ def test_malformed_request_is_a_400_with_the_headers(url):
     assert head.startswith("HTTP/1.1 400 ")
     for name, value in {**ALWAYS, **ISOLATION}.items():
         assert f"\r\n{name}: {value}" in head
+
+
+@pytest.mark.parametrize(
+    ("data", "status"),
+    [
+        (b"GET /\r\n", 400),
+        (b"GET /../secret.txt\r\n", 400),
+        (b"GET / HTTP/9.9\r\n\r\n", 505),
+        (b"GET / HTTP/0.9\r\n\r\n", 505),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+        (b"GET / HTTP/x\r\n\r\n", 400),
+        (b"GARBAGE\r\n\r\n", 400),
+        (None, 400),
+    ],
+    ids=[
+        "0.9",
+        "0.9-traversal",
+        "9.9",
+        "explicit-0.9",
+        "h2-preface",
+        "bad-version",
+        "garbage",
+        "tls",
+    ],
+)
+def test_requests_other_than_http_1_get_an_http_1_error_with_the_headers(url, data, status):
+    """HTTP/0.9, other versions, HTTP/2 and TLS get an HTTP/1.1 error with the headers, then EOF."""
+    answer = raw_request(url, tls_client_hello() if data is None else data)
+    assert_raw_error(answer, status)
+    assert b"home" not in answer
+    assert SECRET not in answer
+
+
+def test_an_http_version_error_is_not_logged_as_a_server_failure(url, capsys):
+    """A 505 is the client's protocol, so a quiet server prints nothing for it."""
+    assert_raw_error(raw_request(url, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505)
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "BREW"])
@@ -474,6 +578,114 @@ def test_symlink_loop_is_404(url, site):
     assert request(url, "/loop").status == 404
 
 
+# -- file system errors -----------------------------------------------------------------
+
+
+def test_a_path_longer_than_the_name_limit_is_a_414(url, capsys):
+    """ENAMETOOLONG, for one name or the whole path, is a 414 on a connection that stays open."""
+    conn = connect(url)
+    try:
+        for path in [
+            "/" + "a" * 300,
+            "/sub/" + "b" * 300 + ".wasm",
+            "/a" * 3000,
+            "/a" * 3000 + "/",
+        ]:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 414, path[:20]
+            assert b"name length limits" in body
+            assert_headers(Response(resp.status, resp.headers, body))
+        conn.request("GET", "/app.mjs")
+        assert conn.getresponse().read() == b"export const x = 1;"
+    finally:
+        conn.close()
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def _deny(monkeypatch: pytest.MonkeyPatch, locked_file: Path, locked_dir: Path) -> None:
+    """Make stat and open fail with EACCES where they would for a user other than root."""
+
+    def denied(path: object) -> bool:
+        if not isinstance(path, (str, os.PathLike)):
+            return False
+        name = Path(os.fsdecode(path))
+        return name != locked_dir and name.is_relative_to(locked_dir)
+
+    def error(path: object) -> PermissionError:
+        return PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    real_stat, real_open = os.stat, io.open
+
+    def fake_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if denied(path):
+            raise error(path)
+        return real_stat(path, *args, **kwargs)
+
+    def fake_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if denied(path) or (isinstance(path, (str, os.PathLike)) and Path(path) == locked_file):
+            raise error(path)
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", fake_stat)
+    monkeypatch.setattr(io, "open", fake_open)
+
+
+def test_an_unreadable_path_is_a_403(url, site, monkeypatch, capsys):
+    """A file or directory without read or search permission is a 403, not a dropped connection."""
+    (site / "locked.txt").write_bytes(SECRET)
+    locked = site / "locked"
+    locked.mkdir()
+    (locked / "inner.txt").write_bytes(SECRET)
+    (locked / "index.html").write_bytes(SECRET)
+    (locked / "inner.wat").write_text(GOOD_WAT)
+    (site / "locked.txt").chmod(0)
+    locked.chmod(0)
+    try:
+        if os.access(site / "locked.txt", os.R_OK):
+            # Root (CAP_DAC_OVERRIDE) reads through mode 000, so the kernel's answer
+            # to anyone else is reproduced where the server asks for it.
+            _deny(monkeypatch, site / "locked.txt", locked)
+        for path in ["/locked.txt", "/locked/inner.txt", "/locked/", "/locked/inner.wasm"]:
+            resp = request(url, path)
+            assert resp.status == 403, path
+            assert f"path is not readable (got {path!r})" in resp.body.decode()
+            assert SECRET not in resp.body
+            assert_headers(resp)
+    finally:
+        locked.chmod(0o755)
+        (site / "locked.txt").chmod(0o644)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_any_other_os_error_on_a_path_is_a_500(url, site, monkeypatch, capsys):
+    """An I/O error looking up a file is a 500 naming the error; the connection stays open."""
+    broken = (site / "app.mjs").resolve()
+    real_stat = os.stat
+
+    def fake_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if isinstance(path, (str, os.PathLike)) and Path(path) == broken:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", fake_stat)
+    conn = connect(url)
+    try:
+        conn.request("GET", "/app.mjs")
+        resp = conn.getresponse()
+        body = resp.read()
+        assert resp.status == 500
+        assert f"cannot read path '/app.mjs': {os.strerror(errno.EIO)}" in body.decode()
+        assert str(site) not in body.decode()
+        assert_headers(Response(resp.status, resp.headers, body))
+        conn.request("GET", "/style.css")
+        assert conn.getresponse().read() == b"p {}"
+    finally:
+        conn.close()
+    assert "Traceback" not in capsys.readouterr().err
+
+
 # -- construction -----------------------------------------------------------------------
 
 
@@ -487,6 +699,34 @@ def test_make_server_validates_its_arguments(site, tmp_path):
         make_server(site / "app.mjs")
 
 
+@pytest.mark.parametrize("host", ["", "  "])
+@pytest.mark.usefixtures("no_network")
+def test_make_server_refuses_an_empty_host(site, host):
+    """An empty host, which the socket layer reads as every interface, is refused by name."""
+    with pytest.raises(ValueError, match=rf"host must be a non-empty address .*\(got {host!r}\)"):
+        make_server(site, host=host)
+
+
+@pytest.mark.parametrize(
+    ("address", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.0.2.1", False),
+        ("2001:db8::1", False),
+        ("::ffff:192.0.2.1", False),
+        ("localhost", False),
+    ],
+)
+def test_is_loopback_tells_this_machine_from_the_network(address, loopback):
+    """Only 127.0.0.0/8 and ::1 (also IPv4-mapped) count as loopback; every-interface does not."""
+    assert _serve.is_loopback(address) is loopback
+
+
 def test_server_reports_its_url_and_port(site):
     """Port 0 binds a free port, which `url` and `port` report."""
     server = make_server(site)
@@ -494,6 +734,7 @@ def test_server_reports_its_url_and_port(site):
         assert server.port > 0
         assert server.url == f"http://127.0.0.1:{server.port}/"
         assert server.root == site.resolve()
+        assert server.loopback_only
 
 
 def test_requests_are_logged_only_when_verbose(site, capsys):
@@ -504,6 +745,141 @@ def test_requests_are_logged_only_when_verbose(site, capsys):
     with serving(site, verbose=True) as base:
         request(base, "/app.mjs")
     assert '"GET /app.mjs HTTP/1.1" 200' in capsys.readouterr().err
+
+
+# -- connections and limits -------------------------------------------------------------
+
+BURST = 48
+"""Simultaneous connections in the burst tests: about what a page with many modules opens."""
+
+
+def _wait_connected(socks: list[socket.socket], timeout: float) -> list[socket.socket]:
+    """Wait for non-blocking connects to complete; return the sockets still pending."""
+    pending = set(socks)
+    with selectors.DefaultSelector() as selector:
+        for sock in socks:
+            selector.register(sock, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + timeout
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for key, _ in selector.select(left):
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                assert ready.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+                selector.unregister(ready)
+                pending.discard(ready)
+    return [sock for sock in socks if sock in pending]
+
+
+def test_a_burst_of_connections_waits_in_the_backlog_and_is_all_served(site):
+    """48 connections made before the server accepts any are all queued, then all answered."""
+    server = make_server(site)
+    socks = [socket.socket() for _ in range(BURST)]
+    try:
+        for sock in socks:
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", server.port))
+        # Nothing accepts yet, so only the listen backlog can hold these.
+        pending = _wait_connected(socks, TIMEOUT)
+        assert not pending, f"{len(pending)} of {BURST} connections not queued"
+        with running(server):
+            for sock in socks:
+                sock.settimeout(TIMEOUT)
+                sock.sendall(b"GET /app.mjs HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            answers = [read_until_closed(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+        server.server_close()
+    for answer in answers:
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert answer.endswith(b"\r\n\r\nexport const x = 1;")
+
+
+def test_parallel_requests_are_all_served(url):
+    """48 clients requesting at once, as a page's modules and kernels do, all get their file."""
+    results: queue.Queue[int | BaseException] = queue.Queue()
+
+    def fetch() -> None:
+        try:
+            results.put(request(url, "/kernel.wasm").status)
+        except BaseException as exc:
+            results.put(exc)
+
+    threads = [threading.Thread(target=fetch, daemon=True) for _ in range(BURST)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        join_or_dump(thread, TIMEOUT)
+    assert [results.get_nowait() for _ in range(BURST)] == [200] * BURST
+
+
+def test_connections_beyond_max_workers_wait_for_a_free_worker(site, monkeypatch):
+    """With every worker held by a slow client, a new connection waits for one, on no new thread."""
+    monkeypatch.setattr(DevServer, "max_workers", 2, raising=False)
+    server = make_server(site)
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) for _ in range(2)]
+    late = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    handler = f"sharedwasm-serve-{server.port}-conn"
+    before = set(threading.enumerate())
+    try:
+        with running(server):
+            for sock in slow:
+                sock.sendall(b"GET /app.mjs HT")
+            # The server's own thread and one handler per slow client.
+            wait_until(lambda: len(started_since(before)) >= 3, TIMEOUT, what="3 threads")
+            late.sendall(b"GET /style.css HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            # Not answered while both workers wait on the slow clients; a short
+            # wait cannot make this flaky, since slowness only delays an answer.
+            late.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                late.recv(1)
+            assert len(started_since(before)) == 3
+            assert [t.name for t in started_since(before)].count(handler) == 2
+            slow[0].sendall(b"TP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            assert read_until_closed(slow[0]).startswith(b"HTTP/1.1 200 ")
+            late.settimeout(TIMEOUT)
+            assert read_until_closed(late).endswith(b"\r\n\r\np {}")
+    finally:
+        for sock in [*slow, late]:
+            sock.close()
+
+
+def test_a_silent_client_is_dropped_after_the_read_timeout(site, monkeypatch):
+    """A connection that sends nothing is closed after the handler's timeout, freeing its worker."""
+    monkeypatch.setattr(DevServer, "max_workers", 1, raising=False)
+    monkeypatch.setattr(_serve._Handler, "timeout", 0.2)
+    with serving(site) as base:
+        parts = urlsplit(base)
+        start = time.monotonic()
+        with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as silent:
+            # Served only once the silent client has given the one worker back:
+            # a lower bound on the time, which a slow machine can only lengthen.
+            assert request(base, "/app.mjs").status == 200
+            assert time.monotonic() - start >= 0.2
+            assert silent.recv(1) == b""
+
+
+def test_closing_the_server_ends_open_connections_promptly(site):
+    """Leaving `serving` with idle and silent connections open stops at once and leaks no thread."""
+    before = set(threading.enumerate())
+    with contextlib.ExitStack() as clients:
+        with serving(site) as base:
+            parts = urlsplit(base)
+            for _ in range(3):
+                conn = connect(base)
+                clients.callback(conn.close)
+                conn.request("GET", "/app.mjs")
+                conn.getresponse().read()
+            silent = socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT)
+            clients.callback(silent.close)
+            # The server's thread and one handler per connection.
+            wait_until(lambda: len(started_since(before)) == 5, TIMEOUT, what="5 threads")
+            start = time.monotonic()
+        # Generous: the handler's own read timeout is what it must not wait for.
+        assert time.monotonic() - start < _serve._Handler.timeout / 2
+        assert silent.recv(1) == b""
+    leaked = [t for t in threading.enumerate() if t not in before]
+    assert leaked == []
 
 
 # -- command line -----------------------------------------------------------------------
@@ -546,6 +922,10 @@ def test_cli_serves_until_interrupted(site):
         resp = request(match.group(2), "/app.mjs")
         assert resp.status == 200
         assert_headers(resp)
+        # An idle keep-alive connection, as a browser leaves, must not delay the exit.
+        idle = connect(match.group(2))
+        idle.request("GET", "/style.css")
+        idle.getresponse().read()
         proc.send_signal(signal.SIGINT)
         try:
             status = proc.wait(timeout=TIMEOUT)
@@ -554,7 +934,10 @@ def test_cli_serves_until_interrupted(site):
             proc.wait(timeout=TIMEOUT)
             pytest.fail(f"serve did not stop on SIGINT; its threads:\n{proc.stderr.read()}")
         assert status == 0
-        assert "Traceback" not in proc.stderr.read()
+        err = proc.stderr.read()
+        assert "Traceback" not in err
+        assert "reachable from other machines" not in err
+        idle.close()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -586,3 +969,31 @@ def test_cli_refuses_a_bad_directory_or_port(tmp_path, capsys):
         main(["serve", str(tmp_path), "--port", "65536"])
     assert exc.value.code == 2
     assert "must be in [0, 65535] (got 65536)" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_network")
+def test_cli_refuses_an_empty_host(site, capsys):
+    """`--host ""` (an unset `$HOST`) is exit status 2 naming --host, not every interface."""
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", str(site), "--host", ""])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --host: must be a non-empty address" in err
+    assert "(got '')" in err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1", "127.0.0.1"])
+@pytest.mark.usefixtures("no_network")
+def test_cli_warns_when_reachable_from_other_machines(site, capsys, host):
+    """A host beyond loopback prints one warning line on stderr; loopback prints none."""
+    # Unbound, the server keeps the address it was given, which the warning reads.
+    assert main(["serve", str(site), "--host", host, "--port", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"serving {site.resolve()} on http://")
+    if host == "127.0.0.1":
+        assert err == ""
+    else:
+        assert err == (
+            f"sharedwasm serve: warning: {host} is not a loopback address; "
+            "the server is reachable from other machines\n"
+        )

@@ -15,6 +15,8 @@ import pytest
 
 import sharedwasm as sw
 from conftest import TIMEOUT, statuses
+from sharedwasm import atomics
+from sharedwasm._layout import Control
 from sharedwasm.testing import wait_until
 
 MakePool = Callable[..., sw.WorkerPool]
@@ -278,21 +280,71 @@ class Soak:
         status = statuses(pool)
         assert int(sw.Status.CANCELLED) in status
         assert set(status) <= {int(sw.Status.DONE), int(sw.Status.CANCELLED)}
+        # The canceller waited for the hang; a timeout may come first.
+        assert words[HUNG] or not from_thread
         if schedule == "static":
-            # Every share that finished is exact; so is the hung one up to the hang.
-            out = pool.data(np.int32)
-            for index, slot in enumerate(status):
-                start, end = reference_partition(total, pool.workers, index)
-                if slot == sw.Status.DONE:
-                    np.testing.assert_array_equal(
-                        out[start:end], expected(start, end, self.counter)
-                    )
-                elif start <= hang_at < end:
-                    np.testing.assert_array_equal(
-                        out[start:hang_at], expected(start, hang_at, self.counter)
-                    )
+            self.check_stopped_shares(status, hang_at, total)
         words[HANG_AT] = NO_ELEMENT
         self.cancels += 1
+
+    def check_stopped_shares(self, status: list[int], hang_at: int, total: int) -> None:
+        """Check each share of a stopped static run: how far it got, and that it got no further.
+
+        A share writes its range in order, so it holds this run's values up to
+        where it stopped and older ones after: all of its range (DONE), none
+        (cancelled before it began: the 5 ms timeout often passes before a busy
+        machine gives the worker a CPU), or a prefix (interrupted in the
+        kernel). The share that holds hang_at never gets past it, and reaches
+        it exactly when HUNG is set.
+        """
+        pool = self.pool
+        out = pool.data(np.int32)
+        for index, slot in enumerate(status):
+            start, end = reference_partition(total, pool.workers, index)
+            fresh = out[start:end] == expected(start, end, self.counter)
+            written = end - start if fresh.all() else int(fresh.argmin())
+            where = f"share {index} [{start}, {end}) of run {self.counter}, status {slot}"
+            assert not fresh[written:].any(), f"{where}: wrote past element {start + written}"
+            if slot == sw.Status.DONE:
+                assert written == end - start, f"{where}: DONE but wrote only {written}"
+            if start <= hang_at < end:
+                assert slot != sw.Status.DONE, f"{where}: DONE past the hang at {hang_at}"
+                assert written <= hang_at - start, f"{where}: wrote past the hang at {hang_at}"
+                if self.words[HUNG]:
+                    assert written == hang_at - start, f"{where}: hung at {hang_at}"
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["untimed", "timed"])
+def test_shares_cancelled_before_they_start_keep_the_old_output(
+    make_pool: MakePool, kernel: LoadKernel, timed: bool
+) -> None:
+    """A static run cancelled before any share began reports them CANCELLED and writes nothing.
+
+    On a busy machine the soak's 5 ms timeouts often end runs this way; here
+    CANCEL names the run before it is published, as a cancel from another
+    thread may, so every share sees it before it starts.
+    """
+    memory = sw.Memory(1, 16, interruptible=True)
+    pool = make_pool(kernel("soak_grow_write"), memory, WORKERS, status_offset=HEADER_BYTES)
+    soak = Soak(pool, seed=0)
+    total, hang_at = 1852, 1148  # the numbers of the first timed cancel of the soaks
+    soak.counter = soak.words[RUN] = 1
+    check_result(pool, pool.run("previous", elements=total, timeout=TIMEOUT), total, "static", 1)
+    soak.counter = soak.words[RUN] = 2
+    soak.words[HANG_AT] = hang_at
+    control = memory.view(np.int32, offset=pool.layout.control_offset, count=32)
+    atomics.store(control, Control.CANCEL, atomics.load(control, Control.GENERATION) + 1)
+    with pytest.raises(sw.RunCancelled, match=r"worker\(s\) \[0, 1\]"):
+        pool.run("cancelled", elements=total, timeout=TIMEOUT if timed else None)
+    status = statuses(pool)
+    assert status == [int(sw.Status.CANCELLED)] * WORKERS
+    assert not soak.words[HUNG]
+    np.testing.assert_array_equal(pool.data(np.int32)[:total], expected(0, total, 1))
+    soak.check_stopped_shares(status, hang_at, total)
+    # The next run clears the cancel.
+    soak.words[HANG_AT] = NO_ELEMENT
+    soak.counter = soak.words[RUN] = 3
+    check_result(pool, pool.run("next", elements=total), total, "static", 3)
 
 
 def run_soak(

@@ -15,6 +15,7 @@ from ._errors import RunCancelled as RunCancelled
 from ._errors import RunTimeout as RunTimeout
 from ._errors import SharedWasmError as SharedWasmError
 from ._errors import SharedWasmInternalError as SharedWasmInternalError
+from ._errors import StartTimeout as StartTimeout
 from ._errors import ToolchainNotFoundError as ToolchainNotFoundError
 from ._kernel import Kernel as Kernel
 from ._layout import Layout as Layout
@@ -45,6 +46,7 @@ __all__ = [
     "RunTimeout",
     "SharedWasmError",
     "SharedWasmInternalError",
+    "StartTimeout",
     "Status",
     "ToolchainNotFoundError",
     "WorkerDone",

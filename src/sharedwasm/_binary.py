@@ -87,25 +87,35 @@ class _Reader:
         return value - (1 << bits) if value >> (bits - 1) & 1 else value
 
     def const_expr(self) -> int | None:
-        """Read a constant expression; return its value if it is one `i32.const`."""
-        op = self.byte()
+        """Read a constant expression; return its value if it is one `i32.const`.
+
+        Extended constant expressions (several instructions, with integer
+        add, sub and mul) are read through to their `end`; their value is
+        not computed, so they return None.
+        """
         value: int | None = None
-        if op == 0x41:  # i32.const
-            value = self.sleb()
-        elif op == 0x42:  # i64.const
-            self.sleb()
-        elif op in (0x43, 0x44):  # f32.const, f64.const
-            self.pos += 4 if op == 0x43 else 8
-        elif op in (0x23, 0xD2):  # global.get, ref.func
-            self.uleb()
-        elif op == 0xD0:  # ref.null heaptype
-            self.sleb()
-        elif op == 0xFD:  # v128.const
-            self.uleb()
-            self.pos += 16
-        if self.byte() != 0x0B:  # an extended-constant expression: not followed
-            raise ValueError("constant expression longer than one instruction")
-        return value
+        count = 0
+        while True:
+            op = self.byte()
+            if op == 0x0B:  # end
+                return value if count == 1 else None
+            count += 1
+            value = None
+            if op == 0x41:  # i32.const
+                value = self.sleb()
+            elif op == 0x42:  # i64.const
+                self.sleb()
+            elif op in (0x43, 0x44):  # f32.const, f64.const
+                self.pos += 4 if op == 0x43 else 8
+            elif op in (0x23, 0xD2):  # global.get, ref.func
+                self.uleb()
+            elif op == 0xD0:  # ref.null heaptype
+                self.sleb()
+            elif op == 0xFD:  # v128.const
+                self.uleb()
+                self.pos += 16
+            elif op not in (0x6A, 0x6B, 0x6C, 0x7C, 0x7D, 0x7E):  # i32/i64 add, sub, mul
+                raise ValueError(f"constant expression with opcode {op:#x}")
 
     def limits(self) -> bool:
         """Skip a limits record; return whether it is shared."""
@@ -149,6 +159,9 @@ class Statics:
     """One past the last byte an active data segment writes (0 if none)."""
     passive_segments: int
     """How many data segments are passive."""
+    computed_segments: tuple[int, ...]
+    """Indices of the active data segments whose offset is not a plain
+    `i32.const` (a `global.get`, an extended constant expression)."""
     named_globals: dict[str, int]
     """Global index per name, from the name section (wasm-ld writes one)."""
     exported_global_indices: frozenset[int]
@@ -183,6 +196,7 @@ def read_statics(wasm: bytes) -> Statics:
     defined: list[tuple[int | None, bool] | None] = []
     exported: dict[str, int] = {}
     data_end = passive = 0
+    computed: list[int] = []
     named: dict[str, int] = {}
     has_start = False
     for section, r, end in _sections(wasm):
@@ -217,16 +231,15 @@ def read_statics(wasm: bytes) -> Statics:
         elif section == 8:
             has_start = True
         elif section == 11:
-            for _ in range(r.uleb()):
+            for segment in range(r.uleb()):
                 flags = r.uleb()
                 offset: int | None = None
                 if flags in (0, 2):
                     if flags == 2:
                         r.uleb()  # memory index
-                    try:
-                        offset = r.const_expr()
-                    except ValueError:
-                        offset = None
+                    offset = r.const_expr()
+                    if offset is None:
+                        computed.append(segment)
                 else:
                     passive += 1
                 size = r.uleb()
@@ -242,6 +255,7 @@ def read_statics(wasm: bytes) -> Statics:
         globals=globals_,
         active_data_end=data_end,
         passive_segments=passive,
+        computed_segments=tuple(computed),
         named_globals=named,
         exported_global_indices=frozenset(exported.values()),
         has_start=has_start,

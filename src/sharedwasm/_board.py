@@ -77,6 +77,9 @@ class StatusBoard:
     def publish_exit(self) -> None:
         """Tell every worker to leave its loop, spinning or parked.
 
+        Safe to repeat: close() does, until every worker is gone, in case a
+        kernel wrote over the words in between.
+
         Runs are published by the runner's `host_run`; EXIT is rare enough to
         come from Python, and notifies unconditionally.
         """
@@ -85,6 +88,8 @@ class StatusBoard:
         for word in (Control.GENERATION, Control.STANDBY_GENERATION):
             self.add(word, 1)
             self._call("notify", self.layout.control_address(word), _ALL)
+        # A caller parked for the end of a run returns to Python on EXIT.
+        self._call("notify", self.layout.control_address(Control.PENDING), _ALL)
 
     # -- worker side ---------------------------------------------------------
 

@@ -38,6 +38,17 @@ def _port(text: str) -> int:
     return value
 
 
+def _host(text: str) -> str:
+    # What `--host "$HOST"` passes when the variable is unset; the socket layer
+    # would read it as every interface.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"must be a non-empty address such as {_serve.DEFAULT_HOST!r}, or '0.0.0.0' "
+            f"for every interface (got {text!r})"
+        )
+    return text
+
+
 def _directory(text: str) -> Path:
     path = Path(text)
     if not path.is_dir():
@@ -119,7 +130,10 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=_port, default=_serve.DEFAULT_PORT, help="0 picks a free port"
     )
     serve.add_argument(
-        "--host", default=_serve.DEFAULT_HOST, help="address to bind (default: loopback only)"
+        "--host",
+        type=_host,
+        default=_serve.DEFAULT_HOST,
+        help="address to bind (default: loopback only; 0.0.0.0 or :: for every interface)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     sub.add_parser("info", help="print versions and the CPU count")
@@ -227,6 +241,12 @@ def _serve_command(args: argparse.Namespace) -> int:
         )
         return 1
     with server:
+        if not server.loopback_only:
+            print(
+                f"sharedwasm serve: warning: {args.host} is not a loopback address; "
+                "the server is reachable from other machines",
+                file=sys.stderr,
+            )
         # Flushed, so a script or test reading a pipe sees the URL before any request.
         print(f"serving {server.root} on {server.url}", flush=True)
         # Ctrl-C is how this command ends, so it is a clean exit rather than an error.

@@ -9,6 +9,7 @@ also from the builtin exception that fits, so code that already catches
      ├─ LayoutError(ValueError)        regions overlap, or an offset is out of bounds or misaligned
      ├─ KernelTrap(RuntimeError)       a partition trapped; .worker_index .start .end .trap
      ├─ RunTimeout(TimeoutError)       a run did not finish within its timeout
+     ├─ StartTimeout(TimeoutError)     a kernel's start-up code did not return in time
      ├─ RunCancelled(CancelledError)   a run was cancelled (concurrent.futures.CancelledError)
      ├─ PoolClosedError(RuntimeError)  the pool was closed by its owner
      └─ BrokenPoolError(RuntimeError)  the pool cannot be used after a failure
@@ -109,6 +110,20 @@ class KernelTrap(SharedWasmError, RuntimeError):
 
 class RunTimeout(SharedWasmError, TimeoutError):
     """A run did not finish within its timeout."""
+
+
+class StartTimeout(SharedWasmError, TimeoutError):
+    """A kernel's start-up code (its start function, `__set_stack_limits` or
+    `__wasm_init_tls`) did not return within the pool's `start_timeout`; no
+    pool was made.
+
+    Attributes:
+        workers: the workers whose start had not returned.
+    """
+
+    def __init__(self, message: str, *, workers: Sequence[int]) -> None:
+        super().__init__(message)
+        self.workers = tuple(workers)
 
 
 class RunCancelled(SharedWasmError, concurrent.futures.CancelledError):

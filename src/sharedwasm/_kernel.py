@@ -214,6 +214,14 @@ class Kernel:
         return memory
 
     def _read_statics(self, sigs: _binary.Signatures, statics: _binary.Statics) -> None:
+        if statics.computed_segments:
+            raise KernelError(
+                f"kernel's active data segment {statics.computed_segments[0]} has a computed "
+                "offset (global.get or an extended constant expression), so where it lands "
+                "is unknown: every worker copies it into the memory as it starts, and it could "
+                "overwrite the pool's status board, control block or data; give it an "
+                "i32.const offset, or copy the bytes from code"
+            )
         ends = [statics.active_data_end]
         for name in ("__heap_base", "__data_end"):
             value, _ = statics.globals.get(name, (None, False))

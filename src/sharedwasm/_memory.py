@@ -105,9 +105,12 @@ class Memory:
         # Per-thread helper instances for host atomics (see _atomics); they
         # die with the thread or with this memory, whichever goes first.
         self._thread_state = threading.local()
-        # Names of the live pools on this memory; at most one, since two
-        # pools' boards and data regions would overlap.
-        self._pools: set[str] = set()
+        # What holds this memory, per pool name: at most one pool at a time,
+        # since two pools' boards and data regions would overlap. A closed
+        # pool's claim lasts until the last thread that can still touch its
+        # board (a worker stuck in a kernel call, a caller inside one) is gone.
+        self._claims: dict[str, Claim] = {}
+        self._claims_lock = threading.Lock()
         with _registry_lock:
             _registry.add(self)
 
@@ -220,7 +223,43 @@ class Memory:
             try:
                 return int(self._shared.grow(delta))
             except wasmtime.WasmtimeError as exc:
+                # A kernel's own memory.grow may have raced the check above:
+                # then the memory is full, which is the ValueError case.
+                now = self.pages
+                if now + delta > self._maximum:
+                    raise ValueError(
+                        f"delta_pages must be <= {self._maximum - now} to stay within "
+                        f"maximum={self._maximum} pages from {now} (got {delta!r})"
+                    ) from None
                 raise MemoryError(f"could not grow the memory by {delta} pages: {exc}") from exc
+
+    def _claim(self, name: str) -> Claim:
+        """Reserve this memory for the pool `name`, or say who still holds it.
+
+        Raises:
+            LayoutError: another pool holds the memory, or a thread of a
+                closed one may still write to its board.
+        """
+        with self._claims_lock:
+            for other, claim in list(self._claims.items()):
+                holders = claim.holders()
+                if claim.closed and not holders:
+                    del self._claims[other]
+                elif claim.closed:
+                    raise LayoutError(
+                        f"memory is still used by closed pool {other}: its thread(s) "
+                        f"{', '.join(holders)} are inside a kernel call that could not be "
+                        "interrupted, and would write over a new pool's board when it "
+                        "returns; wait for that call to end, or use another Memory"
+                    )
+                else:
+                    raise LayoutError(
+                        f"memory is already used by {other}: two pools' boards and data "
+                        "regions would overlap; close the other pool first"
+                    )
+            claim = Claim(name)
+            self._claims[name] = claim
+            return claim
 
     def _raw(self, offset: int, size: int) -> ctypes.Array[ctypes.c_ubyte]:
         if size == 0:
@@ -239,6 +278,25 @@ class Memory:
 
     def _owns(self, address: int) -> bool:
         return self._base <= address < self._base + self._maximum * PAGE_SIZE
+
+
+class Claim:
+    """One pool's hold on a memory: released once it is closed and no holder is alive."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+        self.threads: list[threading.Thread] = []
+        """The pool's worker threads."""
+        self.callers: dict[int, str] = {}
+        """Threads inside a call into the pool's runner (worker 0's share), by ident."""
+        self.lock = threading.Lock()
+
+    def holders(self) -> list[str]:
+        """Names of the threads that may still touch the pool's board."""
+        with self.lock:
+            names = list(self.callers.values())
+        return names + [t.name for t in self.threads if t.is_alive()]
 
 
 def memory_of(address: int) -> Memory | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import enum
 import itertools
@@ -22,12 +23,13 @@ import statistics as _statistics
 import threading
 import time
 import weakref
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import numpy as np
 import numpy.typing as npt
 import wasmtime
 
+from . import _stack, _wasmtime
 from ._board import StatusBoard
 from ._errors import (
     BrokenPoolError,
@@ -37,11 +39,12 @@ from ._errors import (
     PoolClosedError,
     RunCancelled,
     RunTimeout,
-    SharedWasmInternalError,
+    StartTimeout,
 )
 from ._kernel import Kernel
 from ._layout import (
     CACHE_LINE,
+    CONTROL_BYTES,
     DEFAULT_STACK_SIZE,
     RECORD_BYTES,
     STACK_ALIGN,
@@ -52,7 +55,7 @@ from ._layout import (
     Status,
     align_up,
 )
-from ._memory import Memory
+from ._memory import Claim, Memory
 from ._runner import Runner
 from ._wasmtime import MAX_PAGES, PAGE_SIZE, as_i32, engine, is_interrupt
 from ._worker import Worker
@@ -62,6 +65,16 @@ MAX_WORKERS = 1024
 
 CLOSE_TIMEOUT = 1.0
 """Seconds `close()` waits for worker threads to exit."""
+
+START_TIMEOUT = 30.0
+"""Default seconds a pool waits for every worker's instances (and the kernel's
+start-up code in them) before it gives up with `StartTimeout`."""
+
+STUCK_GRACE = 2.0
+"""Seconds a run may show every status slot final while PENDING stays above
+zero before the pool is declared broken: a worker stores its status and
+counts itself out with two adjacent atomics, so only a kernel that wrote over
+PENDING keeps the two apart for long."""
 
 DEFAULT_SPIN = 2e-3
 """Seconds a worker polls for the next run before it parks, when every
@@ -90,6 +103,8 @@ costs nothing next to computing it."""
 
 _DONE = int(Status.DONE)
 _CANCELLED = int(Status.CANCELLED)
+_RUNNING = int(Status.RUNNING)
+_STATUSES = frozenset(int(s) for s in Status)
 _I32 = RECORD_BYTES // 4
 _I64 = RECORD_BYTES // 8
 _START, _END = Record.START // 4, Record.END // 4
@@ -174,24 +189,39 @@ class _State(enum.Enum):
     BROKEN = "broken"
 
 
-def _shutdown(board: StatusBoard, workers: list[Worker], name: str, timeout: float) -> None:
-    """Tell every worker to exit and join them for at most `timeout` seconds.
+def _shutdown(board: StatusBoard, workers: list[Worker], claim: Claim, timeout: float) -> None:
+    """Tell every worker to exit and wait at most `timeout` seconds for them.
 
+    Also waits for other threads inside a call into the runner (a run's
+    caller) to leave it. The memory's claim is released only once all of them
+    are gone, whenever that is: until then a new pool on the memory is
+    refused, since a returning call would write to this pool's board.
     Also the pool's finalizer, so it must not reference the pool.
     """
-    board.memory._pools.discard(name)
-    if any(w.thread.is_alive() for w in workers):
-        board.publish_exit()
-    deadline = time.monotonic() + timeout
+    claim.closed = True
     for worker in workers:
-        while worker.thread.ident is not None and worker.thread.is_alive():
-            # A worker still inside the kernel stops at its next check after
-            # a bump (EXIT is published first, so the check sees it).
-            _interrupt(board.memory)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            worker.thread.join(min(left, _INTERRUPT_EVERY))
+        worker.abandon.set()
+    me = threading.get_ident()
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [w.thread for w in workers if w.thread.ident is not None and w.thread.is_alive()]
+        with claim.lock:
+            callers = [ident for ident in claim.callers if ident != me]
+        if not alive and not callers:
+            return
+        # Published again on every round: a kernel may have written over
+        # COMMAND or GENERATION since. A worker still inside the kernel stops
+        # at its next check after the bump (EXIT is stored first, so the
+        # check sees it).
+        board.publish_exit()
+        _interrupt(board.memory)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        if alive:
+            alive[0].join(min(left, _INTERRUPT_EVERY))
+        else:
+            time.sleep(min(left, 0.002))
 
 
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
@@ -279,17 +309,27 @@ class WorkerPool:
             worker has a CPU of its own, else 0. Spinning turns the wake-up
             cost (tens of microseconds) into a few microseconds for runs that
             follow each other closely; an idle pool spins for no longer.
+        start_timeout: seconds to wait for every worker to instantiate the
+            kernel, which runs its start-up code (a start function,
+            `__set_stack_limits`, `__wasm_init_tls`); 30 by default. On an
+            interruptible memory start-up code still running then is
+            stopped; otherwise its thread is left to finish as a daemon, and
+            the memory cannot take a new pool until it has.
 
     Worker 0 is the thread that calls `run`, except in a run with a timeout,
     where a standby thread does its share so that the caller stays free to
-    give up. Blocks until every worker has instantiated the kernel (READY).
+    give up, and when the caller's thread has too little native stack left
+    for wasm code (see `_stack`). Blocks until every worker has instantiated
+    the kernel (READY), for at most `start_timeout` seconds.
 
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: `workers` is out of range.
         KernelError: the kernel's memory import does not fit `memory`, or
             instantiation failed.
-        LayoutError: the regions do not fit, or `memory` already has a pool.
+        LayoutError: the regions do not fit, or `memory` already has a pool
+            (or a thread of a closed one is still inside a kernel call).
+        StartTimeout: the kernel's start-up code did not return in time.
 
     All methods may be called from any thread; runs are serialised.
     """
@@ -303,16 +343,24 @@ class WorkerPool:
         status_offset: int | None = None,
         stack_size: int | None = None,
         spin: float | None = None,
+        start_timeout: float = START_TIMEOUT,
     ) -> None:
         if not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be a sharedwasm.Kernel (got {type(kernel).__name__})")
         if not isinstance(memory, Memory):
             raise TypeError(f"memory must be a sharedwasm.Memory (got {type(memory).__name__})")
+        # The worker threads exist in this process only, not in a child of fork().
+        self._pid = _wasmtime.process_id
         workers = _check_workers(workers)
         if spin is None:
             spin = DEFAULT_SPIN if workers <= default_workers() else 0.0
         spin = _check_timeout(spin, "spin")
         assert spin is not None
+        start_limit = _check_timeout(start_timeout, "start_timeout")
+        if start_limit is None or start_limit > threading.TIMEOUT_MAX:
+            raise ValueError(
+                f"start_timeout must be a finite number of seconds (got {start_timeout!r})"
+            )
         self._spin_ns = int(min(spin, 60.0) * 1e9)
         # In a run with a timeout all N workers are threads; a caller spinning
         # beside them would take a CPU from one of them unless one is spare.
@@ -329,13 +377,12 @@ class WorkerPool:
                 f"(got maximum={memory.maximum})"
             )
         self._layout = _plan(kernel, workers, status_offset, stack_size, memory.byte_length)
+        # Compiled here, on the caller's thread, so that a compile error is
+        # raised here and the workers only instantiate.
+        kernel._module_for(memory.interruptible)
         self.name = f"sharedwasm-{next(_pool_ids)}"
-        if memory._pools:
-            raise LayoutError(
-                f"memory is already used by {', '.join(sorted(memory._pools))}: two pools' "
-                "boards and data regions would overlap; close the other pool first"
-            )
-        memory._pools.add(self.name)
+        claim = memory._claim(self.name)
+        self._claim = claim
         self._memory = memory
         self._kernel = kernel
         self._board = StatusBoard(memory, self._layout)
@@ -353,7 +400,8 @@ class WorkerPool:
         self._generation = 0
         self._flight: _Ticket | None = None
         lay = self._layout
-        self._records32 = memory.view(np.int32, offset=lay.records_offset, count=workers * _I32)
+        # Unsigned: element indices go up to 2**32 - 1 (a 4 GiB memory of bytes).
+        self._records32 = memory.view(np.uint32, offset=lay.records_offset, count=workers * _I32)
         self._records64 = memory.view(np.int64, offset=lay.records_offset, count=workers * _I64)
         # The board's regions never move (the base address is fixed and grow
         # only appends), so the hot path reuses these views.
@@ -361,6 +409,7 @@ class WorkerPool:
         self._published = memory.view(
             np.int64, offset=lay.control_address(Control.PUBLISH_TIME), count=1
         )
+        self._control = memory.view(np.int32, offset=lay.control_offset, count=CONTROL_BYTES // 4)
         self._runs = 0
         self._busy = [0.0] * workers
         self._elements_done = [0] * workers
@@ -371,15 +420,37 @@ class WorkerPool:
             Worker(kernel, memory, lay, i, f"{self.name}-w{i}", self._spin_ns if i else 0)
             for i in range(workers)
         ]
+        claim.threads = [w.thread for w in self._workers]
         self._finalizer = weakref.finalize(
-            self, _shutdown, self._board, self._workers, self.name, CLOSE_TIMEOUT
+            self, _shutdown, self._board, self._workers, claim, CLOSE_TIMEOUT
         )
         try:
             for worker in self._workers:
                 worker.start()
-            self._host = Runner(kernel, memory, lay, 0, host=True)
+            start_deadline = time.monotonic() + start_limit
             for worker in self._workers:
-                worker.ready.result()
+                worker.ready.result(timeout=max(0.0, start_deadline - time.monotonic()))
+            host = self._workers[0].host_runner
+            assert host is not None
+            self._host: Runner = host
+        except concurrent.futures.TimeoutError:
+            stuck = [w.index for w in self._workers if not w.ready.done()]
+            self._state = _State.CLOSED
+            self._finalizer()
+            still = [w.index for w in self._workers if w.thread.is_alive()]
+            left = (
+                f"; worker(s) {still} are still inside it, and the memory takes no new pool "
+                "until they return"
+                if still
+                else ""
+            )
+            raise StartTimeout(
+                f"start_timeout must be long enough for {kernel.name}'s start-up code (its "
+                f"start function, __set_stack_limits or __wasm_init_tls) to return: worker(s) "
+                f"{stuck} had not returned after {start_limit} s (got "
+                f"start_timeout={start_timeout!r}){left}",
+                workers=stuck,
+            ) from None
         except BaseException:
             self._state = _State.CLOSED
             self._finalizer()
@@ -462,24 +533,47 @@ class WorkerPool:
 
     @property
     def status(self) -> npt.NDArray[np.int32]:
-        """A fresh int32 view of the status board: one slot per worker."""
+        """A fresh int32 view of the status board: one slot per worker.
+
+        Raises:
+            PoolClosedError: the pool is closed (its board is no longer kept).
+        """
+        self._check_closed()
         return self._memory.view(np.int32, offset=self._layout.status_offset, count=self.workers)
 
     def data(self, dtype: npt.DTypeLike = np.float32) -> npt.NDArray[Any]:
-        """Return a fresh zero-copy view of the data region at the memory's current size."""
+        """Return a fresh zero-copy view of the data region at the memory's current size.
+
+        Views taken before `close()` stay valid (they keep the memory alive).
+
+        Raises:
+            PoolClosedError: the pool is closed; the memory may be another
+                pool's by now, with another layout (use `memory.view`).
+        """
+        self._check_closed()
         return self._memory.view(dtype, offset=self._layout.data_offset)
 
     # -- running -------------------------------------------------------------
 
-    def _check_open(self) -> None:
+    def _check_closed(self) -> None:
         if self._state is _State.CLOSED:
             raise PoolClosedError(f"{self.name} is closed")
+
+    def _check_open(self) -> None:
+        self._check_closed()
+        if self._pid != _wasmtime.process_id:
+            raise BrokenPoolError(
+                f"{self.name} belongs to process {self._pid}, not to this child of fork(): "
+                "its worker threads do not exist here; close it and create a new WorkerPool"
+            )
         if self._state is _State.BROKEN:
             raise BrokenPoolError(f"{self.name} is broken by an earlier failure")
 
     def _wait(self, deadline: float | None, spin_ns: int) -> bool:
         """Wait until the run in flight is done or `deadline` passes; True if done."""
         wait = self._host.host_wait
+        stuck_since: float | None = None
+        stuck_board: tuple[int, list[int]] | None = None
         while True:
             slice_ns = _PARK_SLICE_NS
             if deadline is not None:
@@ -499,8 +593,54 @@ class WorkerPool:
                 raise BrokenPoolError(
                     f"{self.name}: worker thread {dead[0].thread.name} died"
                 ) from (dead[0].failure[1] if dead[0].failure else None)
+            board = self._board_state()
+            if board != stuck_board or board[1].count(_RUNNING):
+                stuck_board, stuck_since = board, time.monotonic()
+            elif stuck_since is not None and time.monotonic() - stuck_since >= STUCK_GRACE:
+                self._break(
+                    f"every worker has finished but PENDING has stayed at {board[0]} "
+                    f"for {STUCK_GRACE} s"
+                )
             if deadline is not None and time.monotonic() >= deadline:
                 return False
+
+    def _board_state(self) -> tuple[int, list[int]]:
+        """Read PENDING and the status slots; break the pool if they cannot be.
+
+        While a run is in flight a worker stores its final status before it
+        counts itself out of PENDING, so PENDING is never below the number
+        of RUNNING slots, never negative and never above the worker count.
+        Anything else means the pool's words were written over (by a kernel:
+        they share its memory), and waiting longer could never end.
+        """
+        pending = self._board.load(Control.PENDING)
+        statuses = self._status.tolist()
+        unknown = [v for v in statuses if v not in _STATUSES]
+        if unknown:
+            self._break(f"a status slot holds {unknown[0]}, which is no status")
+        if not 0 <= pending <= self.workers:
+            self._break(f"PENDING is {pending}, outside [0, {self.workers}]")
+        running = statuses.count(_RUNNING)
+        if running > pending:
+            self._break(
+                f"{running} status slot(s) read RUNNING but only {pending} worker(s) "
+                "are still counted in the run"
+            )
+        return pending, statuses
+
+    def _break(self, what: str) -> NoReturn:
+        """Mark the pool broken because its own words were overwritten, and raise.
+
+        On a pool closed meanwhile the words are close()'s own (it publishes
+        EXIT over the board): that is the error to report.
+        """
+        self._check_closed()
+        self._state = _State.BROKEN
+        raise BrokenPoolError(
+            f"{self.name} is broken: {what}. The status board and control block live in "
+            "the kernel's memory, so a kernel that writes outside its data (a stray "
+            f"pointer, a wrong offset) can overwrite them; board {self._board.snapshot()}"
+        )
 
     def _schedule(
         self, schedule: Literal["static", "dynamic"], chunk: int | None, total: int
@@ -542,8 +682,8 @@ class WorkerPool:
                 f"elements must be <= {capacity}, the {element_size}-byte elements the data "
                 f"region holds from byte {self._layout.data_offset} (got {elements!r})"
             )
-        if elements > 0x7FFFFFFF:
-            raise ValueError(f"elements must fit an i32, <= {0x7FFFFFFF} (got {elements!r})")
+        # No i32 limit: the runner treats element indices as unsigned, and a
+        # data region holds fewer than 2**32 bytes.
         return elements, element_size
 
     def run(
@@ -607,7 +747,9 @@ class WorkerPool:
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # centuries: no limit, which Lock.acquire also accepts
         deadline = None if timeout is None else time.monotonic() + timeout
+        self._check_open()  # first: in a child of fork() the lock's holder may be gone
         self._acquire(run_id, timeout, deadline, ticket)
+        self._enter_runner()
         try:
             self._check_open()
             if self._flight is not None:
@@ -623,11 +765,14 @@ class WorkerPool:
             publish = self._host.host_run
             args = publish.args
             args[0].i32 = self.workers
-            args[1].i32 = total
+            args[1].i32 = as_i32(total)
             args[2].i32 = kind
             args[3].i32 = chunk_elements
-            # A caller that must be able to give up cannot be the one computing.
-            args[4].i32 = deadline is not None
+            # A caller that must be able to give up cannot be the one
+            # computing, nor can one whose thread lacks the native stack that
+            # wasm code may use (a runaway recursion would crash the process).
+            standby = deadline is not None or not _stack.caller_has_room()
+            args[4].i32 = standby
             args[5].i32 = size
             with self._cancel_lock:
                 if ticket.cancelled:
@@ -646,7 +791,7 @@ class WorkerPool:
                 self._host.reset_stack()
                 self._board.set_status(0, Status.CANCELLED if is_interrupt(exc) else Status.TRAPPED)
                 self._board.finish()
-            spin_ns = self._spin_ns if deadline is None else self._standby_spin_ns
+            spin_ns = self._standby_spin_ns if standby else self._spin_ns
             if host_failure is None and args[0].i32:
                 # Workers were parked: a woken one is often queued on this
                 # CPU, and spinning here would keep it waiting for its turn.
@@ -657,7 +802,17 @@ class WorkerPool:
             self._land()
             return self._collect(run_id, elapsed, host_failure)
         finally:
+            self._leave_runner()
             self._lock.release()
+
+    def _enter_runner(self) -> None:
+        """Count the calling thread as one that may touch the board (see `Claim`)."""
+        with self._claim.lock:
+            self._claim.callers[threading.get_ident()] = threading.current_thread().name
+
+    def _leave_runner(self) -> None:
+        with self._claim.lock:
+            self._claim.callers.pop(threading.get_ident(), None)
 
     def _acquire(
         self, run_id: str, timeout: float | None, deadline: float | None, ticket: _Ticket
@@ -739,7 +894,8 @@ class WorkerPool:
         work (no new chunk of a dynamic run, no share not yet begun) and the
         calls already inside the kernel run to their end. The pool is ready
         for the next run as soon as the cancelled one ends. May be called
-        from any thread; never blocks on the run.
+        from any thread; never blocks on the run. On a closed pool it does
+        nothing and returns False (closing already stopped its run).
         """
         with self._cancel_lock:
             ticket = self._flight
@@ -748,6 +904,8 @@ class WorkerPool:
     def _cancel(self, ticket: _Ticket) -> bool:
         with self._cancel_lock:
             ticket.cancelled = True
+            if self._state is _State.CLOSED:
+                return False  # the board may be another pool's by now
             if self._flight is not ticket or ticket.generation is None:
                 return False
             # CANCEL before the epoch bump: a worker the bump makes check
@@ -759,6 +917,12 @@ class WorkerPool:
     def _collect(
         self, run_id: str, elapsed: float, host_failure: BaseException | None
     ) -> RunResult:
+        generation = int(self._control[Control.GENERATION]) & 0xFFFFFFFF
+        if generation != self._generation:
+            self._break(
+                f"GENERATION reads {generation} after run {run_id!r}, which was published "
+                f"as {self._generation}"
+            )
         if host_failure is not None or self._status.tolist().count(_DONE) != self.workers:
             self._raise_failures(run_id, host_failure)
         r32 = self._records32.tolist()
@@ -829,13 +993,13 @@ class WorkerPool:
                 f"run {run_id!r} was cancelled: worker(s) {stopped} of {self.name} stopped "
                 f"before finishing their share; statuses {statuses}"
             )
-        raise SharedWasmInternalError(
-            f"{self.name}: a status slot is not DONE but no worker failed; "
-            f"board {self._board.snapshot()}"
-        )
+        self._break(f"status slots {statuses} are not all DONE, yet no worker failed")
 
     def statistics(self) -> PoolStatistics:
-        """Return a snapshot of the runs so far. Never blocks on a run."""
+        """Return a snapshot of the runs so far. Never blocks on a run.
+
+        Works on a closed pool too: the figures of its whole life.
+        """
         samples = sorted(self._latencies)
         median = _statistics.median(samples) if samples else None
         p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))] if samples else None
@@ -890,10 +1054,15 @@ class WorkerPool:
             ValueError: the memory would pass its maximum; nothing changes.
             PoolClosedError: the pool is closed.
         """
+        self._check_open()  # before the lock, as in _run
         with self._lock:
             self._check_open()
             if self._flight is not None:
-                self._wait(None, 0)
+                self._enter_runner()
+                try:
+                    self._wait(None, 0)
+                finally:
+                    self._leave_runner()
                 self._land()
             return self._memory.grow(delta_pages)
 

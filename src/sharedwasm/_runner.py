@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import threading
 from collections.abc import Callable, Mapping
 
 import wasmtime
@@ -152,8 +153,10 @@ def runner_wat() -> str:
                 (br $drained)))
             (local.set $s (i32.atomic.load {_ctl(Control.NEXT)}))
             (br_if $drained (i32.ge_u (local.get $s) (local.get $total)))
+            ;; s + min(chunk, total - s): never wraps, even for a total near 2**32.
             (local.set $e
-              (call $min_u (i32.add (local.get $s) (local.get $chunk)) (local.get $total)))
+              (i32.add (local.get $s)
+                (call $min_u (local.get $chunk) (i32.sub (local.get $total) (local.get $s)))))
             ;; Lost the race for [s, e): another worker moved NEXT; try again.
             (br_if $claim
               (i32.ne
@@ -202,6 +205,11 @@ def runner_wat() -> str:
         (loop $poll
           (local.set $g (i32.atomic.load (local.get $word)))
           (br_if $published (i32.ne (local.get $g) (local.get $seen)))
+          ;; EXIT is also obeyed without a new generation: a kernel may have
+          ;; written over GENERATION, and close() must still reach this loop
+          ;; (it stores COMMAND again and notifies until every worker is gone).
+          (br_if $published
+            (i32.eq (i32.atomic.load {_ctl(Control.COMMAND)}) (i32.const {Command.EXIT})))
           (if (i32.eqz (i32.and (local.get $i) (i32.const {_CHECK_CLOCK_EVERY})))
             (then
               (if (i64.ge_s {mono}
@@ -292,6 +300,11 @@ def runner_wat() -> str:
         (then
           (i32.atomic.store {host_parked} (i32.const 0))
           (return (i32.const 1))))
+      ;; Closing: back to Python, which raises PoolClosedError.
+      (if (i32.eq (i32.atomic.load {_ctl(Control.COMMAND)}) (i32.const {Command.EXIT}))
+        (then
+          (i32.atomic.store {host_parked} (i32.const 0))
+          (return (i32.const 0))))
       ;; 2 = timed out; 0 (woken) and 1 (PENDING moved) re-check.
       (if (i32.eq
             (memory.atomic.wait32 {pending} (local.get $p) (local.get $timeout_ns)) (i32.const 2))
@@ -316,16 +329,23 @@ def _linker(interruptible: bool) -> wasmtime.Linker:
     return linker
 
 
-def _interrupt_check(memory: Memory, layout: Layout, busy_address: int) -> Callable[[], bool]:
+def _interrupt_check(
+    memory: Memory,
+    layout: Layout,
+    busy_address: int,
+    abandon: threading.Event | None,
+    starting: list[bool],
+) -> Callable[[], bool]:
     """Return the test an epoch bump applies to one store: stop it, or let it run?
 
     Only a thread inside the kernel (its busy word set by the runner) of a
     run that was cancelled, or of a pool that is closing, is stopped; one
     waiting for work or counting itself out never is, so an interrupt cannot
-    tear the protocol. The words are read plainly: the busy word is this
-    thread's own, and CANCEL and COMMAND are stored before the epoch bump
-    that leads here (if a weakly ordered CPU shows an old value, the next
-    bump tries again).
+    tear the protocol. A start that the pool gave up on (`abandon` set
+    while `starting[0]`) is stopped too: start-up code that never returns.
+    The words are read plainly: the busy word is this thread's own, and
+    CANCEL and COMMAND are stored before the epoch bump that leads here
+    (if a weakly ordered CPU shows an old value, the next bump tries again).
     """
     base = memory._base
     busy = ctypes.c_int32.from_address(base + busy_address)
@@ -335,6 +355,8 @@ def _interrupt_check(memory: Memory, layout: Layout, busy_address: int) -> Calla
     exit_command = int(Command.EXIT)
 
     def should_stop() -> bool:
+        if starting[0]:
+            return abandon is not None and abandon.is_set()
         return bool(busy.value) and (
             cancel.value == generation.value or command.value == exit_command
         )
@@ -349,15 +371,26 @@ class Runner:
     control block rather than in worker 0's record (the standby thread owns
     that one while it stands in for the caller).
 
+    Instantiating runs the kernel's start-up code (its start function, then
+    `__set_stack_limits` and `__wasm_init_tls`); on an interruptible memory
+    an epoch bump stops it once `abandon` is set.
+
     Not thread-safe: used by one thread at a time (a worker's own thread, or
     whichever thread holds the pool's run lock for worker 0).
     """
 
     def __init__(
-        self, kernel: Kernel, memory: Memory, layout: Layout, index: int, *, host: bool = False
+        self,
+        kernel: Kernel,
+        memory: Memory,
+        layout: Layout,
+        index: int,
+        *,
+        host: bool = False,
+        abandon: threading.Event | None = None,
     ) -> None:
         try:
-            self._instantiate(kernel, memory, layout, index, host)
+            self._instantiate(kernel, memory, layout, index, host, abandon)
         except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
             raise KernelError(
                 f"{kernel.name} failed to instantiate in worker {index}: "
@@ -365,10 +398,17 @@ class Runner:
             ) from exc
 
     def _instantiate(
-        self, kernel: Kernel, memory: Memory, layout: Layout, index: int, host: bool
+        self,
+        kernel: Kernel,
+        memory: Memory,
+        layout: Layout,
+        index: int,
+        host: bool,
+        abandon: threading.Event | None,
     ) -> None:
         interruptible = memory.interruptible
         self.store = _wasmtime.new_store(interruptible)
+        starting = [True]
         if interruptible:
             busy = (
                 layout.control_address(Control.HOST_BUSY)
@@ -376,7 +416,7 @@ class Runner:
                 else layout.record_address(index) + Record.BUSY
             )
             self._interrupt = _wasmtime.interrupt_when(
-                self.store, _interrupt_check(memory, layout, busy)
+                self.store, _interrupt_check(memory, layout, busy, abandon, starting)
             )
         # No arguments, environment or preopened directories: the runner
         # only reads the clock, and kernels see no WASI at all.
@@ -417,6 +457,7 @@ class Runner:
         self.worker_loop = raw("worker_loop", 4)
         self.host_run = raw("host_run", 6)
         self.host_wait = raw("host_wait", 2)
+        starting[0] = False
 
     def _give_thread_area(
         self, kernel: Kernel, exports: Mapping[str, object], layout: Layout, index: int

@@ -14,20 +14,29 @@ whose resolved path lies outside the directory it was asked from; every refused
 path is a 403.
 
 Standard library only (plus wasmtime for WAT), and meant for a developer's own
-machine: it binds to 127.0.0.1 unless told otherwise.
+machine: it binds to 127.0.0.1 unless told otherwise, and refuses an empty host
+rather than reading it as "every interface". It answers only HTTP/1.0 and 1.1;
+anything else (HTTP/0.9, HTTP/2, TLS) gets an HTTP/1.1 error with the headers. At
+most `DevServer.max_workers` connections are handled at once; the rest wait in a
+listen backlog of `DevServer.request_queue_size`, and a connection that stays
+silent for `_Handler.timeout` seconds is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import email.utils
+import errno
+import ipaddress
 import os
 import re
 import shutil
 import socket
 import socketserver
+import stat as statmod
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -100,6 +109,11 @@ DEFAULT_MIME_TYPE = "application/octet-stream"
 _ALLOWED_METHODS = ("GET", "HEAD")
 _TEXT = "text/plain; charset=utf-8"
 _ABSOLUTE_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_HTTP_VERSION = re.compile(r"HTTP/(\d+)\.(\d+)")
+# The first byte of a TLS record carrying a handshake, such as a ClientHello.
+_TLS_HANDSHAKE = b"\x16"
+# Errors that mean "no such file" rather than "cannot look".
+_MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
 
 def mime_type(name: str) -> str:
@@ -109,6 +123,35 @@ def mime_type(name: str) -> str:
 
 def _segments(url_path: str) -> tuple[str, ...]:
     return tuple(part for part in url_path.split("/") if part)
+
+
+def is_loopback(address: str) -> bool:
+    """Return whether a numeric address only reaches this machine (127.0.0.0/8, ::1).
+
+    `0.0.0.0` and `::` mean every interface, so they are not loopback; neither is
+    anything that is not a numeric address.
+    """
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    """Return the stat of `path`, or `None` when it does not exist.
+
+    Every other failure (a name too long, a permission denied, an I/O error)
+    propagates, so the caller can answer it with its own status instead of 404.
+    """
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno in _MISSING_ERRNOS:
+            return None
+        raise
 
 
 class _Reply(Exception):
@@ -132,8 +175,11 @@ class DevServer(ThreadingHTTPServer):
     """A threaded HTTP server for one directory plus the package's mounts.
 
     Build it with `make_server`. `serve_forever` blocks; call `shutdown` from
-    another thread to stop it. Requests are handled on daemon threads, so a
-    stuck browser connection never keeps the process alive.
+    another thread to stop it. Connections are handled on at most `max_workers`
+    daemon threads, so a stuck browser connection never keeps the process alive;
+    while all of them are busy, new connections wait in the listen backlog.
+    `server_close` closes the connections still open, so it returns promptly and
+    leaves no handler thread behind.
 
     Attributes:
         root: the resolved directory served at `/`.
@@ -141,9 +187,18 @@ class DevServer(ThreadingHTTPServer):
         verbose: whether every request is logged to stderr.
         mounts: `(url segments, directory)` pairs checked before `root`, longest first.
         response_headers: the headers added to every response.
+        loopback_only: whether the bound address only reaches this machine.
     """
 
     daemon_threads = True
+    # socketserver's default of 5 makes the 6th of a page's simultaneous
+    # connections wait for a SYN retry, a second or more.
+    request_queue_size = 128
+    max_workers = 32
+    """Connections handled at once; each holds one thread until it closes or times out."""
+    close_timeout = 5.0
+    """Seconds `server_close` waits for handler threads; one still busy then (compiling
+    a large WAT file) finishes on its own, as a daemon thread."""
 
     def __init__(
         self,
@@ -168,6 +223,11 @@ class DevServer(ThreadingHTTPServer):
         ) + COMMON_HEADERS
         self._wasm_cache: dict[Path, tuple[tuple[int, int], bytes]] = {}
         self._wasm_lock = threading.Lock()
+        self._workers = threading.BoundedSemaphore(self.max_workers)
+        self._closing = threading.Event()
+        self._connections: set[socket.socket] = set()
+        self._handlers: set[threading.Thread] = set()
+        self._connections_lock = threading.Lock()
         super().__init__(server_address, _Handler)
 
     def server_bind(self) -> None:
@@ -177,6 +237,84 @@ class DevServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         self.server_name = str(host)
         self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # Wait for a free worker here, on the accept loop, so that connections
+        # beyond the bound stay in the backlog instead of each getting a thread.
+        # The wait polls, so that `shutdown` is not held up by a busy server.
+        try:
+            while not self._workers.acquire(timeout=0.05):
+                if self._closing.is_set():
+                    self.shutdown_request(request)
+                    return
+        except BaseException:  # Ctrl-C while waiting: the connection is ours to close
+            self.shutdown_request(request)
+            raise
+        # Started here rather than by ThreadingMixIn, which does not keep daemon
+        # threads, so that `server_close` can join them.
+        thread = threading.Thread(
+            target=self.process_request_thread,
+            args=(request, client_address),
+            name=f"sharedwasm-serve-{self.port}-conn",
+            daemon=self.daemon_threads,
+        )
+        with self._connections_lock:
+            self._handlers = {t for t in self._handlers if t.is_alive()}
+            self._handlers.add(thread)
+            self._connections.add(request)
+        try:
+            thread.start()
+        except BaseException:
+            with self._connections_lock:
+                self._handlers.discard(thread)
+            self.shutdown_request(request)
+            self._workers.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._workers.release()
+
+    def shutdown_request(self, request: Any) -> None:
+        # Forgotten under the lock before it is closed, so `server_close` never
+        # shuts down a closed socket whose descriptor may already be reused.
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that leaves or stalls, or a connection closed by `server_close`,
+        # is routine; anything else is a bug worth a traceback.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+    def shutdown(self) -> None:
+        """Stop `serve_forever` and wait until it has returned; call it from another thread."""
+        self._closing.set()
+        super().shutdown()
+
+    def server_close(self) -> None:
+        """Close the listening socket and every open connection, then join the handler threads."""
+        self._closing.set()
+        with self._connections_lock:
+            # An idle keep-alive or a slow client would otherwise hold its thread,
+            # and so this join, for up to the handler's timeout.
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            handlers = list(self._handlers)
+        super().server_close()
+        deadline = time.monotonic() + self.close_timeout
+        for thread in handlers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the bound address only reaches this machine (false for 0.0.0.0 or ::)."""
+        return is_loopback(str(self.server_address[0]))
 
     @property
     def port(self) -> int:
@@ -242,10 +380,17 @@ def make_server(
         The bound server. Call `serve_forever` (blocking) or use `serving`.
 
     Raises:
-        ValueError: `port` is out of range.
+        ValueError: `host` is empty, or `port` is out of range.
         NotADirectoryError: `root` is not an existing directory.
         OSError: the address cannot be bound, for instance because the port is in use.
     """
+    if not host.strip():
+        # The socket layer reads "" as every interface: an unset `$HOST` must not
+        # quietly expose the server to the network.
+        raise ValueError(
+            f"host must be a non-empty address such as {DEFAULT_HOST!r}, or '0.0.0.0' "
+            f"for every interface (got {host!r})"
+        )
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be in [0, 65535] (got {port!r})")
     directory = DEMO_DIR if root is None else Path(root)
@@ -310,15 +455,58 @@ class _Handler(BaseHTTPRequestHandler):
     """Answers GET and HEAD from the server's root and mounts; everything else is a 405."""
 
     server: DevServer
+    raw_requestline: bytes
     protocol_version = "HTTP/1.1"
     server_version = f"sharedwasm/{__version__}"
     sys_version = ""
-    # An idle keep-alive connection must not hold a handler thread forever.
-    timeout = 30
+    # A connection holds one of the server's few workers, so an idle keep-alive
+    # or a client that sends nothing must give it back soon.
+    timeout = 10
+    # The stdlib answers a request whose version it has not read yet (or that
+    # it read as 0.9) HTTP/0.9 style: a bare body without status line or headers.
+    # Every answer here is HTTP/1.x, so the headers always go out.
+    default_request_version = "HTTP/1.0"
 
     # -- protocol ----------------------------------------------------------
 
+    def handle(self) -> None:
+        try:
+            first = self.connection.recv(1, socket.MSG_PEEK)
+        except OSError:  # silent until the timeout, or reset: nothing to answer
+            return
+        if first == _TLS_HANDSHAKE:
+            # Read what the client sent so far; closing a socket with unread data
+            # resets the connection, which can discard the answer in flight.
+            with contextlib.suppress(OSError):
+                self.connection.recv(65536)
+            self._refuse(
+                "<TLS handshake>",
+                HTTPStatus.BAD_REQUEST,
+                "request must be plain HTTP (got a TLS handshake); use http://, not https://",
+            )
+            return
+        super().handle()
+
     def parse_request(self) -> bool:
+        line = self.raw_requestline.decode("iso-8859-1").rstrip("\r\n")
+        words = line.split()
+        if len(words) == 2:
+            # HTTP/0.9 has no headers: the stdlib would read none, then answer
+            # with a bare body.
+            self._refuse(
+                line,
+                HTTPStatus.BAD_REQUEST,
+                f"request line must end in an HTTP version such as HTTP/1.1 (got {line!r})",
+            )
+            return False
+        version = _HTTP_VERSION.fullmatch(words[-1]) if len(words) == 3 else None
+        if version is not None and int(version.group(1)) != 1:
+            self._refuse(
+                line,
+                HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                f"HTTP version must be 1.0 or 1.1 (got {words[-1]!r})",
+            )
+            return False
         if not super().parse_request():
             return False
         if self.command not in _ALLOWED_METHODS:
@@ -361,9 +549,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_error(self, format: str, *args: Any) -> None:
         # Failures on the server's side (a WAT file that does not compile) are
-        # worth seeing in the terminal even when requests are not logged.
-        if self.server.verbose or (args and isinstance(args[0], int) and args[0] >= 500):
+        # worth seeing in the terminal even when requests are not logged; a 505
+        # is the client's choice of protocol, not one of them.
+        status = args[0] if args and isinstance(args[0], int) else 0
+        if self.server.verbose or (
+            status >= 500 and status != HTTPStatus.HTTP_VERSION_NOT_SUPPORTED
+        ):
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
+
+    def _refuse(self, requestline: str, status: HTTPStatus, text: str) -> None:
+        """Answer a request that was never parsed, and close the connection."""
+        self.command = ""
+        self.requestline = requestline
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.send_error(status, text)
 
     # -- responses ---------------------------------------------------------
 
@@ -398,6 +598,10 @@ class _Handler(BaseHTTPRequestHandler):
         except _Reply as reply:
             self._send_text(reply.status, reply.message)
             return
+        except OSError as exc:
+            error = self._path_error(exc)
+            self._send_text(error.status, error.message)
+            return
         etag = f'"{"wat-" if data is not None else ""}{stat.st_mtime_ns:x}-{stat.st_size:x}"'
         validators = (
             ("ETag", etag),
@@ -414,11 +618,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             file = path.open("rb")
-        except PermissionError:
-            self._send_text(HTTPStatus.FORBIDDEN, f"path is not readable (got {self.path!r})")
-            return
         except OSError as exc:
-            self._send_text(HTTPStatus.NOT_FOUND, f"path does not exist (got {self.path!r}): {exc}")
+            error = self._path_error(exc)
+            self._send_text(error.status, error.message)
             return
         with file:
             # Length and validators come from the open file, so a file replaced
@@ -449,8 +651,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
             elif file is not None:
                 shutil.copyfileobj(file, self.wfile)
-        except (BrokenPipeError, ConnectionResetError):
-            # The browser navigated away mid-transfer; nothing to report.
+        except OSError:
+            # The browser navigated away or stalled, or the file failed mid-read.
+            # The length is already promised, so closing is the only honest end.
             self.close_connection = True
 
     def _not_modified(self, etag: str, mtime: float) -> bool:
@@ -471,6 +674,25 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return int(mtime) <= since.timestamp()
 
+    def _path_error(self, exc: OSError) -> _Reply:
+        """Turn a failure to look up or open the requested file into an error response."""
+        if exc.errno == errno.ENAMETOOLONG:
+            # The target itself is not echoed: it is the thing that is too long.
+            return _Reply(
+                HTTPStatus.REQUEST_URI_TOO_LONG,
+                "path must fit the file system's name length limits "
+                f"(got a target of {len(self.path)} characters)",
+            )
+        if isinstance(exc, PermissionError):
+            return _Reply(HTTPStatus.FORBIDDEN, f"path is not readable (got {self.path!r})")
+        if exc.errno in _MISSING_ERRNOS:
+            return _Reply(HTTPStatus.NOT_FOUND, f"path does not exist (got {self.path!r})")
+        # strerror only: the message would otherwise give away the server's own paths.
+        return _Reply(
+            HTTPStatus.INTERNAL_SERVER_ERROR,
+            f"cannot read path {self.path!r}: {exc.strerror or type(exc).__name__}",
+        )
+
     # -- routing -----------------------------------------------------------
 
     def _resource(self) -> tuple[Path, os.stat_result, str, bytes | None]:
@@ -479,14 +701,17 @@ class _Handler(BaseHTTPRequestHandler):
         Raises:
             _Reply: the path is refused (403), missing (404) or does not compile (500).
             _Redirect: the path names a directory with an index but lacks the slash.
+            OSError: the file system refused a lookup other than "does not exist".
         """
         segments, trailing_slash, query = self._request_segments()
         base, rest = self._mount(segments)
         candidate = base.joinpath(*rest)
         resolved = self._inside(candidate, base)
-        if resolved.is_dir():
+        stat = _stat(resolved)
+        if stat is not None and statmod.S_ISDIR(stat.st_mode):
             index = self._inside(candidate / "index.html", base)
-            if not index.is_file():
+            index_stat = _stat(index)
+            if index_stat is None or not statmod.S_ISREG(index_stat.st_mode):
                 raise _Reply(
                     HTTPStatus.NOT_FOUND,
                     f"directory has no index.html (got {self.path!r}); directories are not listed",
@@ -497,24 +722,25 @@ class _Handler(BaseHTTPRequestHandler):
                 # become a protocol-relative `//host` redirect.
                 location = "/" + "".join(quote(part) + "/" for part in segments)
                 raise _Redirect(location + (f"?{query}" if query else ""))
-            return index, index.stat(), mime_type(index.name), None
-        if resolved.is_file():
+            return index, index_stat, mime_type(index.name), None
+        # Anything but a regular file (a FIFO, a device) is missing: opening one could block.
+        if stat is not None and statmod.S_ISREG(stat.st_mode):
             if trailing_slash:
                 raise _Reply(HTTPStatus.NOT_FOUND, f"path is not a directory (got {self.path!r})")
-            return resolved, resolved.stat(), mime_type(candidate.name), None
+            return resolved, stat, mime_type(candidate.name), None
         if candidate.suffix == ".wasm" and not trailing_slash:
             wat = self._inside(candidate.with_suffix(".wat"), base)
-            if wat.is_file():
-                stat = wat.stat()
+            wat_stat = _stat(wat)
+            if wat_stat is not None and statmod.S_ISREG(wat_stat.st_mode):
                 try:
-                    data = self.server.compiled_wasm(wat, stat)
+                    data = self.server.compiled_wasm(wat, wat_stat)
                 except wasmtime.WasmtimeError as exc:
                     raise _Reply(
                         HTTPStatus.INTERNAL_SERVER_ERROR,
                         f"cannot compile {candidate.with_suffix('.wat').name} "
                         f"for {self.path!r}:\n{exc}",
                     ) from exc
-                return wat, stat, MIME_TYPES[".wasm"], data
+                return wat, wat_stat, MIME_TYPES[".wasm"], data
         raise _Reply(HTTPStatus.NOT_FOUND, f"path does not exist (got {self.path!r})")
 
     def _request_segments(self) -> tuple[tuple[str, ...], bool, str]:
@@ -554,10 +780,16 @@ class _Handler(BaseHTTPRequestHandler):
         """Resolve `path`, following symlinks, and refuse it unless it stays inside `base`."""
         try:
             resolved = path.resolve()
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop before 3.13
+        except RuntimeError as exc:  # a symlink loop before 3.13
             raise _Reply(
                 HTTPStatus.NOT_FOUND, f"path cannot be resolved (got {self.path!r})"
             ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Reply(
+                    HTTPStatus.NOT_FOUND, f"path cannot be resolved (got {self.path!r})"
+                ) from exc
+            raise self._path_error(exc) from exc
         if resolved != base and not resolved.is_relative_to(base):
             raise _Reply(
                 HTTPStatus.FORBIDDEN,

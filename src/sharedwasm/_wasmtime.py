@@ -4,7 +4,11 @@ This is the one place that knows about wasmtime-py's internals:
 
 * the two engines sharedwasm objects are built on (threads and shared memory
   enabled, explicit bounds checks), one of them with epoch interruption; a
-  shared memory can only be imported by modules of its own engine;
+  shared memory can only be imported by modules of its own engine. They
+  compile on the calling thread, so a child made by `os.fork()` inherits
+  engines, kernels and memories that keep working;
+* `process_id`, kept current by an at-fork hook, so that a pool can tell it
+  was inherited by a child of fork() without its worker threads;
 * `new_store` and `interrupt_when`, the per-store half of interruption: a
   native epoch-deadline callback that traps only when asked to;
 * `SharedMemory`, a subclass that repairs two bugs of wasmtime-py 50's binding
@@ -23,12 +27,16 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import wasmtime
 from wasmtime import _bindings as _b
 from wasmtime import _ffi as ffi
+
+from . import _stack
 
 PAGE_SIZE = 65536
 """Bytes in one WebAssembly page."""
@@ -61,7 +69,32 @@ def _engine(interruptible: bool) -> wasmtime.Engine:
     # (about 1.4-1.7x on SAXPY, none measurable on compute-bound ones).
     config.signals_based_traps = False
     config.epoch_interruption = interruptible
+    # Stated, not left to the default: the pool gives every thread that runs
+    # kernel code at least this much native stack and more (see _stack).
+    config.max_wasm_stack = _stack.WASM_STACK
+    # Parallel compilation runs on rayon's process-wide thread pool, which
+    # starts with the first compile and is never restarted: in a child of
+    # fork() its threads do not exist, and the next compile waits for them
+    # forever. Compiling on the calling thread keeps fork() safe and the
+    # process free of idle threads, for up to twice the time per compile on
+    # 2 CPUs (a millisecond or two for a kernel).
+    config.parallel_compilation = False
     return wasmtime.Engine(config)
+
+
+process_id = os.getpid()
+"""The id of this process, kept current in a child of `os.fork()` (a pool's
+worker threads exist only in the process that started them). Reading it costs
+nothing, where `os.getpid()` is a system call."""
+
+
+def _after_fork_in_child() -> None:
+    global process_id
+    process_id = os.getpid()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork()
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 INTERRUPTED = "sharedwasm: interrupted"
@@ -203,3 +236,30 @@ class RawFunc:
             self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
             self._trap_ref = ctypes.byref(self._trap)
             raise trap
+
+
+def _quiet_finalizers() -> None:
+    """Make wasmtime-py's finalizers harmless while the interpreter shuts down.
+
+    A wasmtime object that lives until the interpreter's last stage (a pool,
+    kernel or memory kept in a module global) is freed after the module
+    globals of `wasmtime._ffi` were cleared, and its `__del__` then fails
+    with "'NoneType' object is not callable" once per object. By then the
+    process is exiting and the OS reclaims everything, so the native free
+    is skipped.
+    """
+    from wasmtime import _managed
+
+    original = _managed.Managed.__del__
+    if getattr(original, "_sharedwasm_quiet", False):
+        return
+
+    def __del__(self: Any, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        if not _finalizing():
+            original(self)
+
+    __del__._sharedwasm_quiet = True  # type: ignore[attr-defined]
+    _managed.Managed.__del__ = __del__  # type: ignore[method-assign]
+
+
+_quiet_finalizers()

@@ -19,7 +19,13 @@ Guarantees:
     cannot publish another until this worker has counted out.
 
     Worker threads are daemons: a worker stuck in a kernel that never returns
-    cannot keep the process alive.
+    cannot keep the process alive. They are started with `_stack.THREAD_STACK`
+    bytes of stack, so that a kernel's runaway recursion hits wasmtime's own
+    limit and traps before it reaches the end of the thread's stack.
+
+    Worker 0's thread also instantiates the caller's runner, so all of a
+    kernel's start-up code runs on the pool's threads, where the pool can
+    bound it: a start the pool gave up on (`abandon`) never enters the loop.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import NamedTuple
 
 import wasmtime
 
+from . import _stack
 from ._board import StatusBoard
 from ._kernel import Kernel
 from ._layout import Command, Control, Layout, Record, Status
@@ -72,21 +79,34 @@ class Worker:
         self._layout = layout
         self._spin_ns = spin_ns
         self.ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.abandon = threading.Event()
+        """Set by the pool when it gives up waiting for `ready`."""
+        self.host_runner: Runner | None = None
+        """Worker 0's thread makes the caller's runner too, before `ready`."""
         self.failure: Failure | None = None
         """The last run whose share failed in this worker."""
         self.thread = threading.Thread(target=self._main, name=name, daemon=True)
 
     def start(self) -> None:
         """Start the thread; `ready` resolves once the instances exist (or failed)."""
-        self.thread.start()
+        with _stack.thread_stack_size():
+            self.thread.start()
 
     def _main(self) -> None:
         try:
-            runner = Runner(self._kernel, self._memory, self._layout, self.index)
+            runner = Runner(
+                self._kernel, self._memory, self._layout, self.index, abandon=self.abandon
+            )
+            if self.index == 0:
+                self.host_runner = Runner(
+                    self._kernel, self._memory, self._layout, 0, host=True, abandon=self.abandon
+                )
             board = StatusBoard(self._memory, self._layout)
         except BaseException as exc:
             self.ready.set_exception(exc)
             return
+        if self.abandon.is_set():
+            return  # the pool gave up on this start and closed
         self.ready.set_result(None)
         loop = runner.worker_loop
         # The pool zeroed GENERATION before starting any worker, so 0 is the
