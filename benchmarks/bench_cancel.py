@@ -7,6 +7,9 @@
 * `timeout_overshoot`: the same hung run with `run(timeout=0.05)`. Measured:
   how long after the 50 ms deadline `RunTimeout` arrives (the issue's bound
   is 200 ms), with the pool ready again.
+* `close_latency`: the same hung run on a fresh pool each time; measured:
+  from `pool.close()` to its return with every worker thread gone (close
+  gives up after `CLOSE_TIMEOUT`, 1 s, on a worker it cannot stop).
 * `plain` / `interruptible`: the compute-bound poly kernel (64 multiply-adds
   per float32) over 8 MiB (256 KiB with --quick) on 2 workers, on a plain and
   on an interruptible memory: the price of the epoch checks.
@@ -86,6 +89,34 @@ def timeout_overshoot(kernel: sw.Kernel, repeat: int) -> list[float]:
     return samples
 
 
+def close_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
+    """Seconds `close()` takes to stop a hung run and see every worker thread exit."""
+    samples: list[float] = []
+    for _ in range(repeat):
+        pool = hung_pool(kernel)
+        caller = threading.Thread(target=_run_until_closed, args=(pool,))
+        caller.start()
+        time.sleep(0.01)  # both shares are spinning by now
+        t0 = time.perf_counter()
+        pool.close()
+        samples.append(time.perf_counter() - t0)
+        caller.join(10.0)
+        if caller.is_alive():
+            raise RuntimeError("the run's caller did not return after close()")
+        alive = [t.name for t in threading.enumerate() if t.name.startswith(f"{pool.name}-w")]
+        if alive:
+            raise RuntimeError(f"close() returned with {alive} still running")
+    return samples
+
+
+def _run_until_closed(pool: sw.WorkerPool) -> None:
+    try:
+        pool.run(elements=WORKERS)
+    except sw.PoolClosedError:
+        return
+    raise RuntimeError("a hung run returned")
+
+
 def compute_cost(kernel: sw.Kernel, nbytes: int, repeat: int) -> dict[str, list[float]]:
     pages = -(-(nbytes + 4096) // sw.PAGE_SIZE)
     out: dict[str, list[float]] = {}
@@ -120,6 +151,13 @@ def main() -> int:
         interruptible=True,
         timeout_s=TIMEOUT,
         **summarize(timeout_overshoot(hang, max(2, repeat // 3))),
+    )
+    emit(
+        BENCH,
+        "close_latency",
+        workers=WORKERS,
+        interruptible=True,
+        **summarize(close_latency(hang, max(2, repeat // 3))),
     )
     cost = compute_cost(poly, nbytes, max(3, repeat // 3))
     plain = statistics.median(cost["plain"])

@@ -59,12 +59,21 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
         },
     ),
     "bench_cancel.py": (
-        {"cancel_latency", "timeout_overshoot", "plain", "interruptible"},
+        {"cancel_latency", "timeout_overshoot", "close_latency", "plain", "interruptible"},
         {"workers", "interruptible", *TIMING_KEYS},
     ),
     "bench_idle.py": (
         {"baseline", "threadpool", "sharedwasm"},
-        {"workers", "idle_s", "metric", "unit", "cpu_percent", "context_switches_per_s", "n"},
+        {
+            "workers",
+            "idle_s",
+            "metric",
+            "unit",
+            "cpu_percent",
+            "threads_cpu_percent",
+            "context_switches_per_s",
+            "n",
+        },
     ),
     "bench_kernels.py": (
         {
@@ -161,6 +170,7 @@ def test_idle_percentages(quick_run):
         if line["script"] == "bench_idle.py":
             assert line["metric"] == "cpu_percent"
             assert 0 <= line["cpu_percent"] < 100 * 8
+            assert 0 <= line["threads_cpu_percent"] < 100 * 8
 
 
 def test_chart_from_results(quick_run, tmp_path):

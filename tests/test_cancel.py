@@ -14,6 +14,7 @@ import pytest
 import sharedwasm as sw
 from conftest import TIMEOUT, InThread, pool_threads, statuses
 from sharedwasm import atomics
+from sharedwasm._pool import CLOSE_TIMEOUT
 from sharedwasm.testing import wait_until
 
 MakePool = Callable[..., sw.WorkerPool]
@@ -25,15 +26,21 @@ SPIN_FOREVER, PARK_FOREVER, SPIN_UNTIL_RELEASED, SLOW_CHUNKS = 0, 1, 2, 3
 HEADER = 16
 ELEMENTS = 4000
 
-BOUND = 0.2
-"""How long past its timeout a hung run may take to raise, or a cancel to end it."""
+BOUND = 2.0
+"""How long past its timeout a hung run may take to raise, or a cancel or close to end it.
+
+Generous, so that it holds at load 8 on 2 CPUs, where each wake-up waits its
+turn for a CPU: it tells a prompt stop from one that never comes. How prompt
+the stop is gets measured by benchmarks/bench_cancel.py, not asserted here.
+"""
 
 CANCELLED = int(sw.Status.CANCELLED)
 DONE = int(sw.Status.DONE)
 
 
 def words(pool: sw.WorkerPool) -> np.ndarray[Any, np.dtype[np.int32]]:
-    return pool.data(np.int32)
+    # Through the memory: the tests also release kernels of closed pools.
+    return pool.memory.view(np.int32, offset=pool.data_offset)
 
 
 def arm(pool: sw.WorkerPool, mask: int, how: int = SPIN_FOREVER, tag: int = 0) -> None:
@@ -200,7 +207,7 @@ def test_close_interrupts_a_hung_run_and_joins_every_thread(
     wait_entered(pool, 3)
     t0 = time.monotonic()
     pool.close()
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < CLOSE_TIMEOUT + BOUND
     with pytest.raises(sw.PoolClosedError):
         call.join(pool)
     assert not pool_threads(pool)
@@ -216,11 +223,15 @@ def test_kernel_parked_forever_is_reported_and_recovers_when_woken(
     pool = make_pool(kernel("hang"), interruptible, 2)
     arm(pool, 0b10, PARK_FOREVER)
     t0 = time.monotonic()
-    with pytest.raises(sw.RunTimeout, match="did not stop when interrupted"):
-        pool.run(elements=ELEMENTS, timeout=0.1)
-    assert time.monotonic() - t0 < 0.1 + BOUND
-    atomics.store(words(pool), WORD, 1)
-    assert atomics.notify(words(pool), WORD) == 1
+    try:
+        with pytest.raises(sw.RunTimeout, match="did not stop when interrupted"):
+            pool.run(elements=ELEMENTS, timeout=0.1)
+        assert time.monotonic() - t0 < 0.1 + BOUND
+    finally:
+        # Released whatever happened: neither an interrupt nor close() reaches it.
+        atomics.store(words(pool), WORD, 1)
+        woken = atomics.notify(words(pool), WORD)
+    assert woken == 1
     # The next run waits for the woken one, which stops at its next check.
     check_run(pool, 2, "static")
 
@@ -251,13 +262,19 @@ def test_timeout_without_interruption_leaves_the_run_to_finish(
     pool = make_pool(kernel("hang"), sw.Memory(16, 64), 2)
     arm(pool, 0b10, SPIN_UNTIL_RELEASED)
     t0 = time.monotonic()
-    with pytest.raises(sw.RunTimeout, match="interruptible=True"):
-        pool.run(elements=ELEMENTS, timeout=0.1)
-    assert time.monotonic() - t0 < 0.1 + BOUND
-    # Still in flight: a short wait for it times out too, and says why.
-    with pytest.raises(sw.RunTimeout, match="still in flight"):
-        pool.run(elements=ELEMENTS, timeout=0.05)
-    atomics.store(words(pool), WORD, 1)
+    try:
+        with pytest.raises(sw.RunTimeout, match="interruptible=True"):
+            pool.run(elements=ELEMENTS, timeout=0.1)
+        assert time.monotonic() - t0 < 0.1 + BOUND
+        # Still in flight: a short wait for it times out too, and says why.
+        with pytest.raises(sw.RunTimeout, match="still in flight"):
+            pool.run(elements=ELEMENTS, timeout=0.05)
+    finally:
+        # Released whatever happened: close() cannot stop it.
+        atomics.store(words(pool), WORD, 1)
+    # Before check_run re-arms WORD: a spinner descheduled on a busy machine
+    # must still see the release.
+    wait_until(lambda: statuses(pool)[1] == DONE, TIMEOUT, what="the released worker", pool=pool)
     check_run(pool, 4, "static")
 
 
@@ -271,11 +288,13 @@ def test_cancel_without_interruption_stops_between_chunks(
     wait_entered(pool, 20)
     t0 = time.monotonic()
     assert pool.cancel() is True
+    entered = atomics.load(words(pool), ENTERED)
     with pytest.raises(sw.RunCancelled):
         call.join(pool)
     assert time.monotonic() - t0 < BOUND
-    # Far fewer than the 400 chunks a finished run would have entered.
-    assert atomics.load(words(pool), ENTERED) < 200
+    # Of the 400 chunks, each worker enters at most the one it had already
+    # claimed when the cancel came (however late a busy machine ran it).
+    assert atomics.load(words(pool), ENTERED) <= entered + pool.workers
     assert statuses(pool) == [CANCELLED, CANCELLED]
     check_run(pool, 6, "dynamic")
 
@@ -283,14 +302,18 @@ def test_cancel_without_interruption_stops_between_chunks(
 def test_close_without_interruption_returns_within_a_second(kernel: LoadKernel) -> None:
     pool = sw.WorkerPool(kernel("hang"), sw.Memory(16, 64), 2)
     arm(pool, 0b10, SPIN_UNTIL_RELEASED)
-    with pytest.raises(sw.RunTimeout):
-        pool.run(elements=ELEMENTS, timeout=0.05)
-    t0 = time.monotonic()
-    pool.close()
-    assert time.monotonic() - t0 < 1.2
-    # The worker stuck in the kernel is a daemon; released, it exits on its own.
-    assert len(pool_threads(pool)) == 1
-    atomics.store(words(pool), WORD, 1)
+    try:
+        with pytest.raises(sw.RunTimeout):
+            pool.run(elements=ELEMENTS, timeout=0.05)
+        t0 = time.monotonic()
+        pool.close()
+        # close() gives up on the stuck worker after CLOSE_TIMEOUT (1 s).
+        assert time.monotonic() - t0 < CLOSE_TIMEOUT + BOUND
+        # The worker stuck in the kernel is a daemon; released, it exits on its own.
+        assert len(pool_threads(pool)) == 1
+    finally:
+        pool.close()
+        atomics.store(words(pool), WORD, 1)
     wait_until(lambda: not pool_threads(pool), TIMEOUT, what="the released worker exited")
 
 
