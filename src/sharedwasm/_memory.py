@@ -288,15 +288,14 @@ class Claim:
         self.closed = False
         self.threads: list[threading.Thread] = []
         """The pool's worker threads."""
-        self.callers: dict[int, str] = {}
-        """Threads inside a call into the pool's runner (worker 0's share), by ident."""
-        self.lock = threading.Lock()
+        self.callers: dict[int, threading.Thread] = {}
+        """Threads inside a call into the pool's runner (worker 0's share), by
+        ident. Each store and pop is one dict operation, atomic under the GIL."""
 
     def holders(self) -> list[str]:
         """Names of the threads that may still touch the pool's board."""
-        with self.lock:
-            names = list(self.callers.values())
-        return names + [t.name for t in self.threads if t.is_alive()]
+        callers = list(self.callers.values())
+        return [t.name for t in callers] + [t.name for t in self.threads if t.is_alive()]
 
 
 def memory_of(address: int) -> Memory | None:

@@ -205,8 +205,7 @@ def _shutdown(board: StatusBoard, workers: list[Worker], claim: Claim, timeout: 
     deadline = time.monotonic() + timeout
     while True:
         alive = [w.thread for w in workers if w.thread.ident is not None and w.thread.is_alive()]
-        with claim.lock:
-            callers = [ident for ident in claim.callers if ident != me]
+        callers = [ident for ident in list(claim.callers) if ident != me]
         if not alive and not callers:
             return
         # Published again on every round: a kernel may have written over
@@ -807,12 +806,11 @@ class WorkerPool:
 
     def _enter_runner(self) -> None:
         """Count the calling thread as one that may touch the board (see `Claim`)."""
-        with self._claim.lock:
-            self._claim.callers[threading.get_ident()] = threading.current_thread().name
+        # One dict store under the GIL, no lock: this is on every run's path.
+        self._claim.callers[threading.get_ident()] = threading.current_thread()
 
     def _leave_runner(self) -> None:
-        with self._claim.lock:
-            self._claim.callers.pop(threading.get_ident(), None)
+        self._claim.callers.pop(threading.get_ident(), None)
 
     def _acquire(
         self, run_id: str, timeout: float | None, deadline: float | None, ticket: _Ticket
@@ -917,7 +915,7 @@ class WorkerPool:
     def _collect(
         self, run_id: str, elapsed: float, host_failure: BaseException | None
     ) -> RunResult:
-        generation = int(self._control[Control.GENERATION]) & 0xFFFFFFFF
+        generation = self._control.item(Control.GENERATION) & 0xFFFFFFFF
         if generation != self._generation:
             self._break(
                 f"GENERATION reads {generation} after run {run_id!r}, which was published "
