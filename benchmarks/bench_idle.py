@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import os
 import resource
 import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +33,7 @@ from _harness import emit, main_guard, parser
 
 import sharedwasm as sw
 from sharedwasm._builtin import map_f32_kernel
+from sharedwasm.testing import thread_cpu_seconds
 
 BENCH = "idle"
 WORKERS = 2
@@ -69,19 +68,6 @@ def thread_pool() -> Iterator[list[threading.Thread]]:
         for f in [executor.submit(np.sqrt, x) for _ in range(WORKERS)]:
             f.result()
         yield [t for t in threading.enumerate() if t not in before]
-
-
-def thread_cpu_seconds(thread: threading.Thread) -> float:
-    """Return the CPU time a live thread of this process has used so far."""
-    task = Path(f"/proc/self/task/{thread.native_id}")
-    try:
-        # Nanoseconds on a CPU: exact, where utime and stime count clock ticks.
-        return int((task / "schedstat").read_text().split()[0]) * 1e-9
-    except FileNotFoundError:
-        if not task.exists():
-            raise
-    fields = (task / "stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure_idle(seconds: float, threads: list[threading.Thread]) -> tuple[float, float, float]:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import os
 import re
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +19,7 @@ import sharedwasm as sw
 from conftest import TIMEOUT, pool_threads, statuses
 from sharedwasm import PoolStatistics, atomics
 from sharedwasm._builtin import map_f32_reference
-from sharedwasm.testing import join_or_dump, wait_until
+from sharedwasm.testing import join_or_dump, thread_cpu_seconds, wait_until
 
 MakePool = Callable[..., sw.WorkerPool]
 LoadKernel = Callable[[str], sw.Kernel]
@@ -561,20 +559,6 @@ thread sleeps in a futex wait and uses nothing; a spinning one gets its fair
 share of a CPU, about CPUs / (load + threads), which is 18 % of the window at
 load 8 on 2 CPUs and stays above this bound up to a load of about 200.
 """
-
-
-def thread_cpu_seconds(thread: threading.Thread) -> float:
-    """Return the CPU time a live thread of this process has used so far."""
-    task = Path(f"/proc/self/task/{thread.native_id}")
-    try:
-        # Nanoseconds on a CPU: exact, where utime and stime count clock ticks.
-        return int((task / "schedstat").read_text().split()[0]) * 1e-9
-    except FileNotFoundError:
-        if not task.exists():
-            raise
-    # A kernel without schedstats: fields 14 and 15 of stat, after the name.
-    fields = (task / "stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def idle_cpu_shares(threads: list[threading.Thread], window: float) -> list[float]:

@@ -55,15 +55,25 @@ def connect(url: str) -> http.client.HTTPConnection:
     return http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT)
 
 
+def exchange(
+    conn: http.client.HTTPConnection,
+    path: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """Send one request on an open connection and read the whole response."""
+    conn.request(method, path, headers=headers or {})
+    resp = conn.getresponse()
+    return Response(resp.status, resp.headers, resp.read())
+
+
 def request(
     url: str, path: str, method: str = "GET", headers: dict[str, str] | None = None
 ) -> Response:
     """Send one request with the target exactly as given (http.client does not normalise it)."""
     conn = connect(url)
     try:
-        conn.request(method, path, headers=headers or {})
-        resp = conn.getresponse()
-        return Response(resp.status, resp.headers, resp.read())
+        return exchange(conn, path, method, headers)
     finally:
         conn.close()
 
@@ -281,10 +291,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(url):
     conn = connect(url)
     try:
         for path in ["/app.mjs", "/style.css", "/kernel.wasm"]:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            assert resp.status == 200
-            resp.read()
+            assert exchange(conn, path).status == 200
     finally:
         conn.close()
 
@@ -591,14 +598,11 @@ def test_a_path_longer_than_the_name_limit_is_a_414(url, capsys):
             "/a" * 3000,
             "/a" * 3000 + "/",
         ]:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            body = resp.read()
+            resp = exchange(conn, path)
             assert resp.status == 414, path[:20]
-            assert b"name length limits" in body
-            assert_headers(Response(resp.status, resp.headers, body))
-        conn.request("GET", "/app.mjs")
-        assert conn.getresponse().read() == b"export const x = 1;"
+            assert b"name length limits" in resp.body
+            assert_headers(resp)
+        assert exchange(conn, "/app.mjs").body == b"export const x = 1;"
     finally:
         conn.close()
     assert "Traceback" not in capsys.readouterr().err
@@ -672,15 +676,12 @@ def test_any_other_os_error_on_a_path_is_a_500(url, site, monkeypatch, capsys):
     monkeypatch.setattr(os, "stat", fake_stat)
     conn = connect(url)
     try:
-        conn.request("GET", "/app.mjs")
-        resp = conn.getresponse()
-        body = resp.read()
+        resp = exchange(conn, "/app.mjs")
         assert resp.status == 500
-        assert f"cannot read path '/app.mjs': {os.strerror(errno.EIO)}" in body.decode()
-        assert str(site) not in body.decode()
-        assert_headers(Response(resp.status, resp.headers, body))
-        conn.request("GET", "/style.css")
-        assert conn.getresponse().read() == b"p {}"
+        assert f"cannot read path '/app.mjs': {os.strerror(errno.EIO)}" in resp.body.decode()
+        assert str(site) not in resp.body.decode()
+        assert_headers(resp)
+        assert exchange(conn, "/style.css").body == b"p {}"
     finally:
         conn.close()
     assert "Traceback" not in capsys.readouterr().err

@@ -39,14 +39,10 @@ def _port(text: str) -> int:
 
 
 def _host(text: str) -> str:
-    # What `--host "$HOST"` passes when the variable is unset; the socket layer
-    # would read it as every interface.
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"must be a non-empty address such as {_serve.DEFAULT_HOST!r}, or '0.0.0.0' "
-            f"for every interface (got {text!r})"
-        )
-    return text
+    try:
+        return _serve.check_host(text)
+    except ValueError as exc:  # argparse names the option itself: "argument --host: ..."
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("host ")) from None
 
 
 def _directory(text: str) -> Path:

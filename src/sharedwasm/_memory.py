@@ -257,7 +257,7 @@ class Memory:
                         f"memory is already used by {other}: two pools' boards and data "
                         "regions would overlap; close the other pool first"
                     )
-            claim = Claim(name)
+            claim = Claim()
             self._claims[name] = claim
             return claim
 
@@ -283,8 +283,7 @@ class Memory:
 class Claim:
     """One pool's hold on a memory: released once it is closed and no holder is alive."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
         self.closed = False
         self.threads: list[threading.Thread] = []
         """The pool's worker threads."""

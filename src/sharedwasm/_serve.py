@@ -140,6 +140,22 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback
 
 
+def check_host(host: str) -> str:
+    """Return `host` if it names an address to bind.
+
+    Raises:
+        ValueError: `host` is empty or blank, which the socket layer would read
+            as every interface (what `--host "$HOST"` passes with the variable
+            unset): that must not quietly expose the server to the network.
+    """
+    if not host.strip():
+        raise ValueError(
+            f"host must be a non-empty address such as {DEFAULT_HOST!r}, or '0.0.0.0' "
+            f"for every interface (got {host!r})"
+        )
+    return host
+
+
 def _stat(path: Path) -> os.stat_result | None:
     """Return the stat of `path`, or `None` when it does not exist.
 
@@ -384,13 +400,7 @@ def make_server(
         NotADirectoryError: `root` is not an existing directory.
         OSError: the address cannot be bound, for instance because the port is in use.
     """
-    if not host.strip():
-        # The socket layer reads "" as every interface: an unset `$HOST` must not
-        # quietly expose the server to the network.
-        raise ValueError(
-            f"host must be a non-empty address such as {DEFAULT_HOST!r}, or '0.0.0.0' "
-            f"for every interface (got {host!r})"
-        )
+    check_host(host)
     if not 0 <= port <= 65535:
         raise ValueError(f"port must be in [0, 65535] (got {port!r})")
     directory = DEMO_DIR if root is None else Path(root)
