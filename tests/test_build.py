@@ -93,19 +93,23 @@ def test_compiler_errors_are_build_errors_with_clangs_message(tmp_path):
             "implicit declaration of function 'helper'",
         ),
         (
-            "#include <sharedwasm.h>\nvoid other(uint32_t s, uint32_t e) {}",
-            "compute_partition",
-        ),
-        (
             "#include <sharedwasm.h>\n#include <stdio.h>\nSW_KERNEL(s, e) {}",
             "stdio.h",
         ),
     ],
-    ids=["libm", "undeclared", "no-entry-point", "libc-header"],
+    ids=["libm", "undeclared", "libc-header"],
 )
 def test_link_and_freestanding_errors(tmp_path, text, match):
     with pytest.raises(sw.BuildError, match=match):
         sw.build(source(tmp_path, text))
+
+
+def test_a_module_without_an_entry_is_not_a_kernel(tmp_path):
+    """It links, and the ABI check refuses it before anything is written."""
+    src = source(tmp_path, "#include <sharedwasm.h>\nvoid other(uint32_t s, uint32_t e) {}")
+    with pytest.raises(sw.KernelError, match="kernel must export an entry: compute_partition"):
+        sw.build(src)
+    assert not src.with_suffix(".wasm").exists()
 
 
 def test_simd_needs_the_simd_option(tmp_path):

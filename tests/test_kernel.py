@@ -190,13 +190,13 @@ def test_from_file_bad_content_names_the_file(tmp_path: Path, content: bytes, ma
     [
         pytest.param(
             [MEMORY],
-            r"kernel must export compute_partition\(start: i32, end: i32\) "
-            r"\(it has no such export\)",
+            r"kernel must export an entry: compute_partition\(start: i32, end: i32\), or "
+            r"functions named entry:NAME taking \(start: i32, end: i32, \.\.\.\) \(it has none\)",
             id="no-entry",
         ),
         pytest.param(
             [MEMORY, '(func (export "compute") (param i32 i32))'],
-            r"must export compute_partition",
+            r"must export an entry: compute_partition",
             id="misnamed-entry",
         ),
         pytest.param(
@@ -225,8 +225,8 @@ def test_from_file_bad_content_names_the_file(tmp_path: Path, content: bytes, ma
         ),
         pytest.param(
             [MEMORY, '(global (export "compute_partition") i32 (i32.const 0))'],
-            r"compute_partition must be a function \(i32, i32\) -> \(\) "
-            r"\(got global\)",
+            r"compute_partition must be a function \(i32, i32, \.\.\.\) -> \(\) "
+            r"\(got a global\)",
             id="exported-global",
         ),
         pytest.param(

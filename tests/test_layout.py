@@ -79,25 +79,25 @@ def test_align_up(value: int, alignment: int, expected: int) -> None:
 
 
 def test_reference_layout_for_four_workers() -> None:
-    """Four workers at offset 0: a 16-byte board, control at 64, records at 192, data at 448."""
+    """Four workers at offset 0: a 16-byte board, control at 64, records at 448, data at 704."""
     layout = Layout.build(workers=4, status_offset=0, byte_length=65536)
     assert layout == Layout(
         workers=4,
         status_offset=0,
         control_offset=64,
-        records_offset=192,
-        data_offset=448,
-        threads_offset=448,
+        records_offset=448,
+        data_offset=704,
+        threads_offset=704,
     )
     assert layout.status_end == 16
-    assert layout.control_end == 192
-    assert layout.records_end == 192 + 4 * RECORD_BYTES
-    assert [layout.record_address(i) for i in range(4)] == [192, 256, 320, 384]
+    assert layout.control_end == 448
+    assert layout.records_end == 448 + 4 * RECORD_BYTES
+    assert [layout.record_address(i) for i in range(4)] == [448, 512, 576, 640]
     assert layout.regions() == {
         "status board": (0, 16),
-        "control block": (64, 192),
-        "worker records": (192, 448),
-        "data region": (448, -1),
+        "control block": (64, 448),
+        "worker records": (448, 704),
+        "data region": (704, -1),
     }
 
 

@@ -248,9 +248,9 @@ def test_status_offset_at_the_last_fitting_position_leaves_one_cache_line_of_dat
 ) -> None:
     """The largest status_offset that still fits leaves a 64-byte data region that a run fills."""
     memory = sw.Memory(1, 4)
-    # Two slots at 65152 end at 65160; the control block sits at 65216, the two
-    # worker records at 65344, the data at 65472.
-    pool = make_pool(kernel("record"), memory, 2, status_offset=sw.PAGE_SIZE - 384)
+    # Two slots at 64896 end at 64904; the control block (with the argument
+    # slots) sits at 64960, the two worker records at 65344, the data at 65472.
+    pool = make_pool(kernel("record"), memory, 2, status_offset=sw.PAGE_SIZE - 640)
     assert pool.data_offset == sw.PAGE_SIZE - 64
     result = pool.run(timeout=TIMEOUT)
     assert [(d.start, d.end) for d in result.done] == [(0, 8), (8, 16)]
@@ -426,7 +426,7 @@ def test_kernel_and_memory_of_the_wrong_type_are_refused(
     """Passing something other than a Kernel or a Memory raises TypeError naming the argument."""
     with pytest.raises(TypeError, match=r"kernel must be a sharedwasm.Kernel \(got bytes\)"):
         make_pool(b"\0asm", sw.Memory(1, 4))
-    with pytest.raises(TypeError, match=r"memory must be a sharedwasm.Memory \(got bytearray\)"):
+    with pytest.raises(TypeError, match=r"memory must be a sharedwasm.Memory or None \(got bytearray\)"):
         make_pool(kernel("empty"), bytearray(sw.PAGE_SIZE))
 
 
@@ -664,11 +664,11 @@ def test_default_worker_count_is_the_cpus_this_process_may_use(kernel: LoadKerne
 
 def test_control_block_describes_the_current_run(make_pool: MakePool, kernel: LoadKernel) -> None:
     """The control words give observers the run's element count, size, workers and data offset."""
-    from sharedwasm._layout import Control
+    from sharedwasm._layout import CONTROL_WORDS, Control
 
     pool = make_pool(kernel("empty"), sw.Memory(2, 4), 2)
     pool.run(elements=100, element_size=8)
-    control = pool.memory.view(np.int32, offset=pool.layout.control_offset, count=32)
+    control = pool.memory.view(np.int32, offset=pool.layout.control_offset, count=CONTROL_WORDS)
     words = [atomics.load(control, int(w)) for w in Control]
     seen = dict(zip([w.name for w in Control], words, strict=False))
     assert (seen["ELEMENTS"], seen["ELEMENT_SIZE"], seen["PENDING"]) == (100, 8, 0)

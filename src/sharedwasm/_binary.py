@@ -168,6 +168,8 @@ class Statics:
     """Indices of the globals the module exports."""
     has_start: bool
     """Whether the module has a start function."""
+    function_names: tuple[str, ...] = ()
+    """Function names from the name section."""
 
 
 def _sections(wasm: bytes) -> Iterator[tuple[int, _Reader, int]]:
@@ -198,6 +200,7 @@ def read_statics(wasm: bytes) -> Statics:
     data_end = passive = 0
     computed: list[int] = []
     named: dict[str, int] = {}
+    function_names: list[str] = []
     has_start = False
     for section, r, end in _sections(wasm):
         if section == 0 and r.name() == "name":
@@ -208,6 +211,10 @@ def read_statics(wasm: bytes) -> Statics:
                     for _ in range(r.uleb()):
                         index = r.uleb()
                         named[r.name()] = index
+                elif sub == 1:  # function names
+                    for _ in range(r.uleb()):
+                        r.uleb()
+                        function_names.append(r.name())
                 r.pos = sub_end
         elif section == 2:
             for imp in _read_imports(r, []):
@@ -259,6 +266,7 @@ def read_statics(wasm: bytes) -> Statics:
         named_globals=named,
         exported_global_indices=frozenset(exported.values()),
         has_start=has_start,
+        function_names=tuple(function_names),
     )
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -44,6 +45,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ._entries import ENTRY_PREFIX, SIGNATURE_SECTION, SIGNATURE_VERSION
 from ._errors import BuildError, BuildWarning, ToolchainNotFoundError
 
 INCLUDE_DIR = Path(__file__).with_name("include")
@@ -72,7 +74,7 @@ _LINK_FLAGS = (
     "-Wl,--shared-memory",
     "-Wl,--max-memory=4294967296",
     "-Wl,-z,stack-size=0",
-    "-Wl,--export=compute_partition",
+    "-Wl,--export-if-defined=compute_partition",
     "-Wl,--export=__stack_pointer",
     "-Wl,--export=__heap_base",
     "-Wl,--export=__data_end",
@@ -80,6 +82,10 @@ _LINK_FLAGS = (
     "-Wl,--export-if-defined=__wasm_init_tls",
     "-Wl,--export-if-defined=__tls_size",
     "-Wl,--export-if-defined=__tls_align",
+    # Exported, C++ constructors are the pool's to run, once per pool; left
+    # alone, wasm-ld would wrap every export in a call to them (each call,
+    # on each worker, would construct every global object again).
+    "-Wl,--export-if-defined=__wasm_call_ctors",
 )
 _WASM_OPT_FEATURES = (
     "--enable-threads",
@@ -192,20 +198,29 @@ def _custom_section(name: str, payload: bytes) -> bytes:
     return b"\x00" + uleb(len(body)) + body
 
 
-def _digest(source: Path, flags: Sequence[str], stack_check: bool) -> str:
-    """A digest of what determines the output: the source, our header and
+def _digest(sources: Sequence[Path], flags: Sequence[str], stack_check: bool) -> str:
+    """A digest of what determines the output: the sources, our header and
     ABI stub, the flags and the build recipe itself."""
     h = hashlib.sha256()
-    for part in (source.read_bytes(), HEADER.read_bytes(), ABI_SOURCE.read_bytes()):
+    parts = [*(src.read_bytes() for src in sources), HEADER.read_bytes(), ABI_SOURCE.read_bytes()]
+    for part in parts:
         h.update(hashlib.sha256(part).digest())
     recipe = {
         "flags": list(flags),
         "link": list(_LINK_FLAGS),
         "stack_check": stack_check,
-        "steps": "compile, link, wasm-opt -O",
+        "steps": "compile, link, wasm-opt -O, entry signatures",
     }
     h.update(json.dumps(recipe, sort_keys=True).encode())
     return h.hexdigest()
+
+
+def _sources(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    if isinstance(source, str | os.PathLike):
+        return [Path(source)]
+    if not isinstance(source, Sequence) or not source:
+        raise TypeError(f"source must be a path or a non-empty list of paths (got {source!r})")
+    return [Path(s) for s in source]
 
 
 def _options(
@@ -237,7 +252,7 @@ def _options(
 
 
 def build(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str] | None = None,
     *,
     optimize: str | int = "2",
@@ -246,11 +261,14 @@ def build(
     defines: Iterable[str] = (),
     cflags: Iterable[str] = (),
 ) -> Path:
-    """Compile a C or C++ source file into a kernel module and return its path.
+    """Compile C or C++ source files into one kernel module and return its path.
 
     Args:
-        source: the `.c` file (`.cc`/`.cpp` compile as C++ without exceptions).
-        output: where to write the module; default, `source` with `.wasm`.
+        source: the `.c` file, or a list of them linked into one module whose
+            entries are those of every file (`.cc`/`.cpp` compile as C++
+            without exceptions).
+        output: where to write the module; default, the (first) source with
+            `.wasm`.
         optimize: clang's level: "0", "1", "2", "3", "s" or "z".
         simd: allow 128-bit SIMD (`-msimd128`, `<wasm_simd128.h>`).
         stack_check: make a stack overflow trap (binaryen's `--stack-check`)
@@ -269,28 +287,41 @@ def build(
     """
     from ._kernel import Kernel
 
-    src = Path(source)
-    if not src.is_file():
-        raise FileNotFoundError(f"kernel source {str(src)!r} does not exist or is not a file")
+    sources = _sources(source)
+    for path in sources:
+        if not path.is_file():
+            raise FileNotFoundError(f"kernel source {str(path)!r} does not exist or is not a file")
+    src = sources[0]
+    if output is not None and Path(output).suffix.lower() in {".c", ".h", *_CXX_SUFFIXES}:
+        raise ValueError(
+            f"output must be the module to write, not a source file (got {str(output)!r}); "
+            "pass several sources as a list: build(['a.c', 'b.c'], 'out.wasm')"
+        )
     level, flags = _options(src, optimize, simd, stack_check, defines, cflags)
+    per_source = [
+        _options(path, optimize, simd, stack_check, defines, cflags)[1] for path in sources
+    ]
     out = Path(output) if output is not None else src.with_suffix(".wasm")
     clang = _clang()
     _linker()
     wasm_opt = _wasm_opt() if stack_check else None
-    compile_flags = [f for f in flags if not f.startswith("-Wl,")]
     link_flags = [f for f in flags if f.startswith("-Wl,")]
     with tempfile.TemporaryDirectory(prefix="sharedwasm-build-") as tmp:
-        objects = [Path(tmp) / "kernel.o", Path(tmp) / "abi.o"]
+        objects = [Path(tmp) / f"kernel{i}.o" for i in range(len(sources))]
+        objects.append(Path(tmp) / "abi.o")
         linked = Path(tmp) / "linked.wasm"
         # Compile and link apart: given an -O flag, clang's link step runs
         # wasm-opt on its own whenever one is on PATH, which would make the
         # output depend on PATH and drop the name section.
-        diagnostics = _run(
-            [clang, *compile_flags, "-I", str(INCLUDE_DIR), "-c", str(src), "-o", str(objects[0])],
-            "clang",
-            src,
-        )
-        _run([clang, *_COMPILE_FLAGS, "-c", str(ABI_SOURCE), "-o", str(objects[1])], "clang", src)
+        diagnostics = ""
+        for path, obj, path_flags in zip(sources, objects, per_source, strict=False):
+            compile_only = [f for f in path_flags if not f.startswith("-Wl,")]
+            diagnostics += _run(
+                [clang, *compile_only, "-I", str(INCLUDE_DIR), "-c", str(path), "-o", str(obj)],
+                "clang",
+                path,
+            )
+        _run([clang, *_COMPILE_FLAGS, "-c", str(ABI_SOURCE), "-o", str(objects[-1])], "clang", src)
         diagnostics += _run(
             [clang, "--target=wasm32", "-nostdlib", *link_flags, *_LINK_FLAGS, *map(str, objects),
              "-o", str(linked)],
@@ -309,16 +340,18 @@ def build(
                 "wasm-opt",
                 src,
             )  # fmt: skip
+        signatures = _signatures(clang, sources, per_source)
         info = {
-            "digest": _digest(src, flags, stack_check),
+            "digest": _digest(sources, flags, stack_check),
             "source": src.name,
+            "sources": [path.name for path in sources],
             "optimize": level,
             "simd": simd,
             "stack_check": stack_check,
         }
-        wasm = final.read_bytes() + _custom_section(
-            BUILD_SECTION, json.dumps(info, sort_keys=True).encode()
-        )
+        wasm = final.read_bytes()
+        wasm += _custom_section(SIGNATURE_SECTION, _signature_record(wasm, signatures))
+        wasm += _custom_section(BUILD_SECTION, json.dumps(info, sort_keys=True).encode())
     Kernel.from_bytes(wasm, name=out.name)  # the ABI check, before anything is written
     if diagnostics.strip():
         warnings.warn(BuildWarning(diagnostics.strip()), stacklevel=2)
@@ -344,7 +377,7 @@ def build_info(wasm: bytes) -> dict[str, object] | None:
 
 
 def build_is_current(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
     *,
     optimize: str | int = "2",
@@ -354,9 +387,98 @@ def build_is_current(
     cflags: Iterable[str] = (),
 ) -> bool:
     """True if `output` was built from `source` as it is now, with these options."""
-    src, out = Path(source), Path(output)
+    sources, out = _sources(source), Path(output)
     if not out.is_file():
         return False
-    _, flags = _options(src, optimize, simd, stack_check, defines, cflags)
+    _, flags = _options(sources[0], optimize, simd, stack_check, defines, cflags)
     info = build_info(out.read_bytes())
-    return info is not None and info.get("digest") == _digest(src, flags, stack_check)
+    return info is not None and info.get("digest") == _digest(sources, flags, stack_check)
+
+
+Signature = list[dict[str, str]]
+
+
+def _signatures(
+    clang: str, sources: Sequence[Path], per_source: Sequence[list[str]]
+) -> dict[str, Signature]:
+    """Read every function's parameters after (start, end) from clang's JSON AST of each source.
+
+    The types come as written (`real *`) and with typedefs resolved (`float *`),
+    which is what the pool maps to dtypes. Only the functions that the module
+    exports as entries are kept (see `_signature_record`).
+    """
+    found: dict[str, Signature] = {}
+    for path, path_flags in zip(sources, per_source, strict=True):
+        compile_only = [f for f in path_flags if not f.startswith("-Wl,")]
+        command = [clang, *compile_only, "-I", str(INCLUDE_DIR), "-fsyntax-only", "-Xclang",
+                   "-ast-dump=json", str(path)]  # fmt: skip
+        try:
+            proc = subprocess.run(command, capture_output=True, timeout=_TIMEOUT, check=False)
+            tree = json.loads(proc.stdout) if proc.returncode == 0 else None
+        except (OSError, subprocess.TimeoutExpired, ValueError):
+            tree = None
+        if tree is None:
+            raise BuildError(
+                f"clang could not describe the functions of {path.name} (its JSON AST)",
+                command=command,
+                stderr="",
+                returncode=None,
+            )
+        typedefs: dict[str, str] = {}
+        functions: list[dict[str, object]] = []
+        stack = [tree]
+        while stack:
+            node = stack.pop()
+            kind = node.get("kind")
+            if kind == "TypedefDecl" and "name" in node:
+                ty = node.get("type", {})
+                typedefs[node["name"]] = ty.get("desugaredQualType", ty.get("qualType", ""))
+            elif kind == "FunctionDecl":
+                inner = node.get("inner", [])
+                if any(child.get("kind") == "CompoundStmt" for child in inner):
+                    functions.append(node)
+            elif kind in ("TranslationUnitDecl", "LinkageSpecDecl", "NamespaceDecl"):
+                stack.extend(node.get("inner", []))
+        for node in functions:
+            inner = node.get("inner", [])
+            assert isinstance(inner, list)
+            params = [c for c in inner if c.get("kind") == "ParmVarDecl"]
+            found[str(node.get("name", ""))] = [
+                {
+                    "name": p.get("name", ""),
+                    "type": p["type"]["qualType"],
+                    "canonical": _resolve(
+                        p["type"].get("desugaredQualType", p["type"]["qualType"]), typedefs
+                    ),
+                }
+                for p in params[2:]
+            ]
+    return found
+
+
+def _resolve(spelling: str, typedefs: dict[str, str]) -> str:
+    """Replace typedef names in a C type by what they stand for (`const uint8_t *`
+    -> `const unsigned char *`): clang desugars a typedef, not a pointer to one."""
+    for _ in range(8):  # typedefs of typedefs, a few levels deep at most
+        words = re.split(r"(\w+)", spelling)
+        replaced = [typedefs.get(w, w) for w in words]
+        if replaced == words:
+            break
+        spelling = "".join(replaced)
+    return spelling
+
+
+def _signature_record(wasm: bytes, signatures: dict[str, Signature]) -> bytes:
+    """The `sharedwasm.entries` section: the signature of each `entry:NAME` export whose
+    function (by the name SW_KERNEL gives it) was found in the sources."""
+    from . import _binary
+
+    exports = _binary.read_signatures(wasm).exports
+    entries = {}
+    for export, kind in exports.items():
+        if kind == "func" and export.startswith(ENTRY_PREFIX):
+            name = export[len(ENTRY_PREFIX) :]
+            if name in signatures:
+                entries[name] = signatures[name]
+    record = {"version": SIGNATURE_VERSION, "entries": entries}
+    return json.dumps(record, sort_keys=True).encode()

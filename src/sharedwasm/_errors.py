@@ -12,7 +12,9 @@ also from the builtin exception that fits, so code that already catches
      ├─ StartTimeout(TimeoutError)     a kernel's start-up code did not return in time
      ├─ RunCancelled(CancelledError)   a run was cancelled (concurrent.futures.CancelledError)
      ├─ PoolClosedError(RuntimeError)  the pool was closed by its owner
-     └─ BrokenPoolError(RuntimeError)  the pool cannot be used after a failure
+     ├─ BrokenPoolError(RuntimeError)  the pool cannot be used after a failure
+     └─ OutOfMemory(MemoryError)       the heap is full and the memory at its maximum
+    CopyWarning(UserWarning)           an ordinary array was copied in and out for a run
     SharedWasmInternalError(Exception) a bug in sharedwasm; please report it
 
 Plain argument mistakes (a negative page count, a float where an int is
@@ -138,6 +140,25 @@ class PoolClosedError(SharedWasmError, RuntimeError):
 
 class BrokenPoolError(SharedWasmError, RuntimeError):
     """The pool failed in a way that leaves it unusable."""
+
+
+class OutOfMemory(SharedWasmError, MemoryError):
+    """A pool's heap cannot hold an array: the memory is at its maximum."""
+
+    def __init__(self, message: str, *, requested: int, available: int) -> None:
+        super().__init__(message)
+        self.requested = requested
+        """Bytes asked for."""
+        self.available = available
+        """Bytes the heap could still give in one piece, growing the memory to its maximum."""
+
+
+class CopyWarning(UserWarning):
+    """An ordinary numpy array was copied into the shared memory for a run, and back.
+
+    Issued once per pool. Arrays made with `WorkerPool.asarray` (or `empty`,
+    `zeros`, `full`) live in the shared memory and pass to kernels with no copy.
+    """
 
 
 class SharedWasmInternalError(Exception):

@@ -7,8 +7,10 @@ The ABI:
   `env.total_workers`, which the pool provides per worker, so no kernel
   hard-codes the layout or the worker count;
 * imports nothing else;
-* exports `compute_partition(start: i32, end: i32) -> ()`, called with a
-  half-open range of element indices.
+* exports at least one entry (see `_entries`): `compute_partition(start:
+  i32, end: i32) -> ()`, or functions named `entry:NAME` that take
+  `(start: i32, end: i32, ...)` and the run's arguments; each is called with
+  a half-open range of element indices.
 
 A kernel compiled from C (`sharedwasm build`) also exports what the pool
 needs to run it on several threads at once:
@@ -40,12 +42,13 @@ from pathlib import Path
 import wasmtime
 
 from . import _binary, _wasmtime
+from ._entries import SIGNATURE_SECTION, Entry, read_entries
 from ._errors import KernelError, error_cause
 
-ENTRY_POINT = "compute_partition"
 STACK_POINTER = "__stack_pointer"
 SET_STACK_LIMITS = "__set_stack_limits"
 INIT_TLS = "__wasm_init_tls"
+CALL_CTORS = "__wasm_call_ctors"
 PROVIDED_GLOBALS = ("data_offset", "worker_index", "total_workers")
 _WASM_MAGIC = b"\0asm"
 
@@ -88,6 +91,12 @@ class Kernel:
                 f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
             ) from exc
         self.memory_minimum, self.memory_maximum = self._check_abi(module, sigs)
+        self.entries: dict[str, Entry] = read_entries(
+            sigs.exported_functions,
+            sigs.exports,
+            _binary.custom_section(wasm, SIGNATURE_SECTION),
+        )
+        """The functions a pool can run, by entry name, in the module's export order."""
         self._read_statics(sigs, statics)
         self.globals: tuple[str, ...] = tuple(
             imp.name
@@ -97,8 +106,9 @@ class Kernel:
 
     def __repr__(self) -> str:
         return (
-            f"<sharedwasm.Kernel {self.name!r} memory={self.memory_minimum}.."
-            f"{self.memory_maximum} pages globals={list(self.globals)}>"
+            f"<sharedwasm.Kernel {self.name!r} entries={list(self.entries)} "
+            f"memory={self.memory_minimum}..{self.memory_maximum} pages "
+            f"globals={list(self.globals)}>"
         )
 
     @classmethod
@@ -202,15 +212,6 @@ class Kernel:
             raise KernelError(
                 "kernel must import a shared memory as env.memory (it imports no memory)"
             )
-        kind = sigs.exports.get(ENTRY_POINT)
-        if kind is None:
-            raise KernelError(
-                f"kernel must export {ENTRY_POINT}(start: i32, end: i32) (it has no such export)"
-            )
-        signature = sigs.exported_functions.get(ENTRY_POINT)
-        if signature != (("i32", "i32"), ()):
-            got = _describe_signature(signature) if kind == "func" else kind
-            raise KernelError(f"{ENTRY_POINT} must be a function (i32, i32) -> () (got {got})")
         return memory
 
     def _read_statics(self, sigs: _binary.Signatures, statics: _binary.Statics) -> None:
@@ -273,6 +274,21 @@ class Kernel:
         if tls_size and not self.uses_stack:
             raise KernelError(f"kernel has thread-local data but does not export {STACK_POINTER}")
         self.tls_size: int = tls_size
+        if CALL_CTORS in sigs.exports and sigs.exported_functions.get(CALL_CTORS) != ((), ()):
+            raise KernelError(f"{CALL_CTORS} must be a function () -> ()")
+        self.constructors: bool = CALL_CTORS in sigs.exported_functions
+        """True if the module exports `__wasm_call_ctors` (C++ global objects with
+        constructors): each pool calls it once, on worker 0, before its first run."""
+        wrapped = [n for n in statics.function_names if n.endswith(".command_export")]
+        if wrapped:
+            raise KernelError(
+                f"kernel calls its constructors at the start of every exported function "
+                f"(wasm-ld wrapped {wrapped[0].removesuffix('.command_export')!r}, as it does for "
+                "a module with global constructors that does not export them): each call, "
+                "on each worker, would construct the global objects again over the shared "
+                f"statics; link with --export={CALL_CTORS} (sharedwasm build does) and the "
+                "pool runs them once"
+            )
         """Bytes of thread-local data each worker needs."""
         self.tls_align: int = tls_align if tls_align & (tls_align - 1) == 0 else 16
 

@@ -13,6 +13,9 @@ workers share. Nothing else hard-codes an offset.
         ... | worker 0: TLS block, stack | ... | worker N-1: TLS, stack | data region ... |
             ^ threads_offset, N x thread_area bytes (0 without a stack)  ^ DATA_ALIGN
 
+The control block ends with the run's arguments, one 8-byte slot per
+parameter of the entry being run.
+
 The status board is the reference design's: one int32 per worker, `RUNNING`
 (0) while the worker has not finished the current run, `DONE` (1) once it has.
 The control block holds the words the host and the workers coordinate
@@ -43,7 +46,12 @@ from ._errors import LayoutError
 STATUS_SLOT_BYTES = 4
 CACHE_LINE = 64
 DATA_ALIGN = 64
-CONTROL_WORDS = 32
+ARGUMENT_SLOTS = 32
+"""Arguments an entry may take besides its range: one 8-byte slot each."""
+ARGUMENT_SLOT_BYTES = 8
+ARGUMENTS_WORD = 32
+"""Index of the control word where the run's argument slots begin (words 32-95)."""
+CONTROL_WORDS = ARGUMENTS_WORD + ARGUMENT_SLOTS * ARGUMENT_SLOT_BYTES // 4
 CONTROL_BYTES = CONTROL_WORDS * 4
 RECORD_BYTES = 64
 STACK_ALIGN = 16
@@ -107,6 +115,14 @@ class Control(enum.IntEnum):
     HOST_BUSY = 18
     """1 while the caller's thread is inside the kernel (worker 0's share of an
     untimed run): only then may an interrupt stop the caller's call."""
+    ENTRY = 19
+    """Index of the entry the current run calls, in the kernel's export order."""
+    ARGUMENTS = ARGUMENTS_WORD
+    """First word of the run's arguments: ARGUMENT_SLOTS slots of 8 bytes, one per
+    parameter after (start, end), each holding an i32 or f32 in its low 4 bytes or
+    an i64 or f64 (little-endian). The host writes them with plain stores before
+    it publishes the run; the publish (a seq-cst bump of GENERATION) orders them
+    before any worker that sees the new generation reads them."""
 
 
 class Schedule(enum.IntEnum):
@@ -219,6 +235,10 @@ class Layout:
     def control_address(self, word: Control) -> int:
         """Byte address of a control word."""
         return self.control_offset + int(word) * 4
+
+    def argument_address(self, slot: int) -> int:
+        """Byte address of the run's argument slot `slot` (8-byte aligned)."""
+        return self.control_address(Control.ARGUMENTS) + slot * ARGUMENT_SLOT_BYTES
 
     def regions(self) -> dict[str, tuple[int, int]]:
         """Return each region as a half-open byte range, for messages and checks."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import dataclasses
 import enum
 import itertools
 import math
@@ -22,6 +21,7 @@ import os
 import statistics as _statistics
 import threading
 import time
+import warnings
 import weakref
 from typing import Any, Literal, NoReturn
 
@@ -30,17 +30,22 @@ import numpy.typing as npt
 import wasmtime
 
 from . import _stack, _wasmtime
+from ._arguments import Arrays, Binder, Slots
 from ._board import StatusBoard
+from ._entries import Entry
 from ._errors import (
     BrokenPoolError,
+    CopyWarning,
     KernelError,
     KernelTrap,
     LayoutError,
+    OutOfMemory,
     PoolClosedError,
     RunCancelled,
     RunTimeout,
     StartTimeout,
 )
+from ._heap import Block, Heap
 from ._kernel import Kernel
 from ._layout import (
     CACHE_LINE,
@@ -56,6 +61,7 @@ from ._layout import (
     align_up,
 )
 from ._memory import Claim, Memory
+from ._results import PoolStatistics, RunResult, WorkerDone
 from ._runner import Runner
 from ._wasmtime import MAX_PAGES, PAGE_SIZE, as_i32, engine, is_interrupt
 from ._worker import Worker
@@ -112,6 +118,13 @@ _ELEMENTS, _CHUNKS = Record.ELEMENTS // 4, Record.CHUNKS // 4
 _CUR_START, _CUR_END = Record.CUR_START // 4, Record.CUR_END // 4
 _WAKE, _T_START, _T_END = Record.WAKE_TIME // 8, Record.T_START // 8, Record.T_END // 8
 
+AUTO_MEMORY_DATA = 1 << 20
+"""Bytes of data region a pool made without a memory starts with."""
+
+GROWTH = 8
+"""When the heap grows the memory, it adds at least 1/GROWTH of its pages, so
+that many small arrays cost few grows."""
+
 _pool_ids = itertools.count(1)
 
 
@@ -121,50 +134,6 @@ def default_workers() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class WorkerDone:
-    """One worker's part of a run: its element range and how long its call took."""
-
-    worker_index: int
-    start: int
-    """First element processed (in a dynamic run, of the first chunk claimed)."""
-    end: int
-    """One past the last element processed (of the last chunk claimed)."""
-    elapsed: float
-    """Seconds the worker spent on its share."""
-    elements: int = 0
-    """Elements processed; in a static run `end - start`."""
-    chunks: int = 0
-    """Calls to compute_partition; 1 in a static run."""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RunResult:
-    """The outcome of `WorkerPool.run`: one `WorkerDone` per worker, in worker order."""
-
-    run_id: str
-    elapsed: float
-    done: list[WorkerDone]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PoolStatistics:
-    """A snapshot of a pool's activity, from `WorkerPool.statistics()`."""
-
-    workers: int
-    runs: int
-    """Runs completed without error."""
-    busy: tuple[float, ...]
-    """Seconds each worker spent in its shares, summed over those runs."""
-    elements: tuple[int, ...]
-    """Elements each worker processed, summed over those runs."""
-    dispatch_latency_median: float | None
-    """Median seconds from publishing a run to a worker thread starting it,
-    over the last 1024 samples; None before any sample (or with one worker)."""
-    dispatch_latency_p99: float | None
-    """99th percentile of the same samples."""
 
 
 class _Ticket:
@@ -223,6 +192,35 @@ def _shutdown(board: StatusBoard, workers: list[Worker], claim: Claim, timeout: 
             time.sleep(min(left, 0.002))
 
 
+def _describe(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.dtype} array of shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _shape(shape: object) -> tuple[int, ...]:
+    items = shape if isinstance(shape, tuple) else (shape,)
+    if any(isinstance(d, bool) or not hasattr(d, "__index__") for d in items):
+        raise TypeError(f"shape must be an int or a tuple of ints (got {shape!r})")
+    dims = tuple(operator.index(d) for d in items)
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape must not have negative dimensions (got {shape!r})")
+    return dims
+
+
+def _dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
+    try:
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError, SyntaxError) as exc:
+        raise TypeError(f"dtype must be a numpy dtype (got {dtype!r}): {exc}") from None
+    if dt.hasobject or dt.itemsize == 0 or dt.subdtype is not None:
+        raise TypeError(
+            f"dtype must be a fixed-size dtype without objects or subarrays (got {dt!r})"
+        )
+    return dt
+
+
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
@@ -248,6 +246,7 @@ def _plan(
     status_offset: int | None,
     stack_size: int | None,
     byte_length: int,
+    pages: int | None = None,
 ) -> Layout:
     """Lay out a pool of `kernel` on `workers` workers, applying the defaults."""
     if stack_size is None:
@@ -263,8 +262,27 @@ def _plan(
             )
         if stack_size < STACK_ALIGN:
             raise ValueError(f"stack_size must be >= {STACK_ALIGN} bytes (got {stack_size!r})")
+    defaulted = status_offset is None
     if status_offset is None:
         status_offset = align_up(kernel.static_end, CACHE_LINE)
+    if defaulted and pages is not None:
+        needed = Layout.build(
+            workers=workers,
+            status_offset=status_offset,
+            byte_length=MAX_PAGES * PAGE_SIZE,
+            static_end=kernel.static_end,
+            stack_size=stack_size,
+            tls_size=kernel.tls_size,
+            tls_align=kernel.tls_align,
+        ).data_offset
+        if needed >= byte_length:
+            want = needed // PAGE_SIZE + 1
+            raise LayoutError(
+                f"memory must have at least {want} pages for the pool's own regions (the "
+                f"kernel's static data, the status board, the control block, the worker "
+                f"records and {workers} workers' thread areas take {needed} bytes before any data), "
+                f"or memory=None for one that grows (got a memory of {pages} pages)"
+            )
     return Layout.build(
         workers=workers,
         status_offset=status_offset,
@@ -336,7 +354,7 @@ class WorkerPool:
     def __init__(
         self,
         kernel: Kernel,
-        memory: Memory,
+        memory: Memory | None = None,
         workers: int | None = None,
         *,
         status_offset: int | None = None,
@@ -346,11 +364,24 @@ class WorkerPool:
     ) -> None:
         if not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be a sharedwasm.Kernel (got {type(kernel).__name__})")
-        if not isinstance(memory, Memory):
-            raise TypeError(f"memory must be a sharedwasm.Memory (got {type(memory).__name__})")
+        if memory is not None and not isinstance(memory, Memory):
+            raise TypeError(
+                f"memory must be a sharedwasm.Memory or None (got {type(memory).__name__})"
+            )
         # The worker threads exist in this process only, not in a child of fork().
         self._pid = _wasmtime.process_id
         workers = _check_workers(workers)
+        if memory is None:
+            # Room for the pool's own regions and a little data; the heap
+            # grows it as arrays are made, up to what the kernel declares.
+            initial = WorkerPool.pages_needed(
+                kernel,
+                AUTO_MEMORY_DATA,
+                workers,
+                status_offset=status_offset,
+                stack_size=stack_size,
+            )
+            memory = Memory(initial, maximum=kernel.memory_maximum, shared=True)
         if spin is None:
             spin = DEFAULT_SPIN if workers <= default_workers() else 0.0
         spin = _check_timeout(spin, "spin")
@@ -375,7 +406,9 @@ class WorkerPool:
                 f"so the memory's maximum must be <= {kernel.memory_maximum} "
                 f"(got maximum={memory.maximum})"
             )
-        self._layout = _plan(kernel, workers, status_offset, stack_size, memory.byte_length)
+        self._layout = _plan(
+            kernel, workers, status_offset, stack_size, memory.byte_length, memory.pages
+        )
         # Compiled here, on the caller's thread, so that a compile error is
         # raised here and the workers only instantiate.
         kernel._module_for(memory.interruptible)
@@ -409,6 +442,14 @@ class WorkerPool:
             np.int64, offset=lay.control_address(Control.PUBLISH_TIME), count=1
         )
         self._control = memory.view(np.int32, offset=lay.control_offset, count=CONTROL_BYTES // 4)
+        self._heap = Heap(memory, lay.data_offset)
+        self._arrays = Arrays(memory, self._heap)
+        self._slots = Slots(memory, lay)
+        self._binders: dict[str, Binder] = {}
+        self._copy_warned = False
+        # What a run in flight uses: its arguments and copies stay referenced
+        # (so no block it writes can be reused) until the run has landed.
+        self._held: object = None
         self._runs = 0
         self._busy = [0.0] * workers
         self._elements_done = [0] * workers
@@ -552,6 +593,188 @@ class WorkerPool:
         self._check_closed()
         return self._memory.view(dtype, offset=self._layout.data_offset)
 
+    # -- arrays in the shared memory -----------------------------------------
+
+    def empty(
+        self, shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float32
+    ) -> npt.NDArray[Any]:
+        """Return a new uninitialised C-order array in the pool's heap, like `numpy.empty`.
+
+        The array lives in the shared memory (64-byte aligned), so it passes
+        to a kernel with no copy. Its block is freed when the array and every
+        view of it are gone, or at `free`. When the heap is full the memory
+        grows (after the run in flight, if any), up to its maximum.
+
+        Raises:
+            TypeError: `shape` is not an int or a tuple of ints, or `dtype`
+                is not a fixed-size dtype without Python objects.
+            ValueError: a dimension is negative.
+            OutOfMemory: the array does not fit, even at the memory's maximum.
+            PoolClosedError: the pool is closed.
+        """
+        self._check_closed()
+        dims, dt = _shape(shape), _dtype(dtype)
+        nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize if dims else dt.itemsize
+        block = self._allocate(nbytes, locked=False)
+        array = self._heap.array(block, dims, dt)
+        self._arrays.register(array, block)
+        return array
+
+    def zeros(
+        self, shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float32
+    ) -> npt.NDArray[Any]:
+        """Return a new array of zeros in the pool's heap, like `numpy.zeros` (see `empty`)."""
+        array = self.empty(shape, dtype)
+        array[...] = 0
+        return array
+
+    def full(
+        self, shape: int | tuple[int, ...], fill_value: Any, dtype: npt.DTypeLike | None = None
+    ) -> npt.NDArray[Any]:
+        """Return a new array filled with `fill_value` in the pool's heap, like `numpy.full`.
+
+        `dtype` defaults to that of `numpy.array(fill_value)`.
+        """
+        array = self.empty(shape, np.array(fill_value).dtype if dtype is None else dtype)
+        array[...] = fill_value
+        return array
+
+    def empty_like(
+        self, prototype: npt.ArrayLike, dtype: npt.DTypeLike | None = None
+    ) -> npt.NDArray[Any]:
+        """Return a new uninitialised array of `prototype`'s shape and dtype in the heap."""
+        proto = np.asarray(prototype)
+        return self.empty(proto.shape, proto.dtype if dtype is None else dtype)
+
+    def zeros_like(
+        self, prototype: npt.ArrayLike, dtype: npt.DTypeLike | None = None
+    ) -> npt.NDArray[Any]:
+        """Return a new array of zeros of `prototype`'s shape and dtype in the heap."""
+        proto = np.asarray(prototype)
+        return self.zeros(proto.shape, proto.dtype if dtype is None else dtype)
+
+    def full_like(
+        self, prototype: npt.ArrayLike, fill_value: Any, dtype: npt.DTypeLike | None = None
+    ) -> npt.NDArray[Any]:
+        """Return a new array of `prototype`'s shape and dtype filled with `fill_value`."""
+        proto = np.asarray(prototype)
+        return self.full(proto.shape, fill_value, proto.dtype if dtype is None else dtype)
+
+    def asarray(self, a: npt.ArrayLike, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
+        """Return `a` as an array of the pool's heap: itself if it already is one, else a copy.
+
+        Like `numpy.asarray`, a conversion happens only when it must: an
+        array of this heap with the dtype asked for is returned as it is;
+        anything else is copied once into a new block (in C order).
+        """
+        if isinstance(a, np.ndarray) and (dtype is None or a.dtype == np.dtype(dtype)):
+            hit = self._arrays.known.get(id(a))
+            if hit is not None and hit[0]() is a and hit[1].live:
+                same: npt.NDArray[Any] = a
+                return same
+        source = np.asarray(a, dtype=dtype)
+        array = self.empty(source.shape, source.dtype)
+        array[...] = source
+        return array
+
+    def partials(self, dtype: npt.DTypeLike = np.float64, fill: Any = 0) -> npt.NDArray[Any]:
+        """Return an array with one element per worker, reset to `fill` before each run it is in.
+
+        For reductions: worker `i` adds its share's result into element
+        `sw_worker_index()` (C: `SW_PARTIAL(p) += ...`), and the caller
+        combines the N elements after the run, in worker order, so a static
+        run's result is the same on every run. Use `fill=0` for a sum,
+        `-inf` for a max, `inf` for a min. Nothing needs resetting by hand:
+        the pool writes `fill` over the array as it binds it to a run.
+        """
+        dt = _dtype(dtype)
+        array = self.empty(self.workers, dt)
+        array[...] = fill
+        hit = self._arrays.known[id(array)]
+        hit[1].fill = (dt, fill)
+        return array
+
+    def free(self, a: npt.NDArray[Any]) -> None:
+        """Free the heap block that `a` (an array of this pool's heap, or a view of one) is in.
+
+        At once, whatever views still exist: using them afterwards reads and
+        writes memory that a later array may own, and passing them to a run
+        is refused. Freeing the same block twice is a no-op.
+
+        Raises:
+            TypeError: `a` is not a numpy array.
+            ValueError: `a` is not in this pool's heap.
+        """
+        if not isinstance(a, np.ndarray):
+            raise TypeError(f"a must be a numpy array of the pool's heap (got {_describe(a)})")
+        hit = self._arrays.known.get(id(a))
+        if hit is not None and hit[0]() is a:
+            block: Block | None = hit[1]
+        else:
+            try:
+                block, _ = self._arrays.locate(a)
+            except ValueError as exc:
+                raise ValueError(f"a must be an array of {self.name}'s heap: it {exc}") from None
+        if block is None:
+            raise ValueError(f"a must be an array of {self.name}'s heap (got {_describe(a)})")
+        self._heap.free(block)
+
+    def _temporary(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
+        """An array for one run's copy of an ordinary array; the run lock is held."""
+        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        block = self._allocate(nbytes, locked=True)
+        return self._heap.array(block, shape, dtype)
+
+    def _allocate(self, nbytes: int, *, locked: bool) -> Block:
+        """Allocate `nbytes` in the heap, growing the memory when it must.
+
+        The memory never grows while a run is in flight: growing takes the
+        run lock (unless the caller holds it: `locked`) and waits for a run
+        left in the background.
+        """
+        heap = self._heap
+        heap.extend(self._memory.byte_length)  # a kernel may have grown it
+        block = heap.allocate(nbytes)
+        if block is not None:
+            return block
+        if locked:
+            return self._grow_for(nbytes)
+        with self._lock:
+            self._check_open()
+            if self._flight is not None:
+                self._enter_runner()
+                try:
+                    self._wait(None, 0)
+                finally:
+                    self._leave_runner()
+                self._land()
+            return self._grow_for(nbytes)
+
+    def _grow_for(self, nbytes: int) -> Block:
+        memory, heap = self._memory, self._heap
+        heap.extend(memory.byte_length)
+        block = heap.allocate(nbytes)
+        if block is not None:
+            return block
+        short = heap.shortfall(nbytes)
+        needed = -(-short // PAGE_SIZE)
+        room = memory.maximum - memory.pages
+        if needed > room:
+            available = max(heap.largest_free, heap.tail_free + room * PAGE_SIZE)
+            raise OutOfMemory(
+                f"{self.name} cannot allocate {nbytes} bytes: its heap has {available} bytes "
+                f"in one piece at most, with the memory grown to its maximum of "
+                f"{memory.maximum} pages ({memory.maximum * PAGE_SIZE} bytes); free arrays "
+                "or use a memory with a larger maximum",
+                requested=nbytes,
+                available=available,
+            )
+        memory.grow(min(room, max(needed, memory.pages // GROWTH)))
+        heap.extend(memory.byte_length)
+        block = heap.allocate(nbytes)
+        assert block is not None
+        return block
+
     # -- running -------------------------------------------------------------
 
     def _check_closed(self) -> None:
@@ -662,7 +885,9 @@ class WorkerPool:
             raise ValueError(f"chunk must be in [1, {0x7FFFFFFF}] elements (got {chunk!r})")
         return Schedule.DYNAMIC, chunk
 
-    def _elements(self, elements: int | None, element_size: int) -> tuple[int, int]:
+    def _elements(
+        self, elements: int | None, element_size: int, *, bounded: bool = True
+    ) -> tuple[int, int]:
         if isinstance(element_size, bool):
             raise TypeError(f"element_size must be an int (got {element_size!r})")
         element_size = operator.index(element_size)
@@ -676,7 +901,9 @@ class WorkerPool:
         elements = operator.index(elements)
         if elements < 0:
             raise ValueError(f"elements must be >= 0 (got {elements!r})")
-        if elements > capacity:
+        if elements > 0xFFFFFFFF:
+            raise ValueError(f"elements must be < 2**32 (got {elements!r})")
+        if bounded and elements > capacity:
             raise LayoutError(
                 f"elements must be <= {capacity}, the {element_size}-byte elements the data "
                 f"region holds from byte {self._layout.data_offset} (got {elements!r})"
@@ -688,26 +915,38 @@ class WorkerPool:
     def run(
         self,
         run_id: str = "run",
-        *,
+        /,
+        *args: object,
+        entry: str | None = None,
         elements: int | None = None,
         element_size: int = 4,
         schedule: Literal["static", "dynamic"] = "static",
         chunk: int | None = None,
         timeout: float | None = None,
+        **kwargs: object,
     ) -> RunResult:
-        """Run the kernel over the data region and wait until every share is done.
+        """Run an entry of the kernel on every worker and wait until every share is done.
 
         With `schedule="static"` (the default) worker `i` gets one call,
-        `compute_partition(start, end)`, with the reference partitioning:
+        `entry(start, end, *args)`, with the reference partitioning:
         `chunk = ceil(elements / workers)`, `start = min(i * chunk, elements)`.
         With `schedule="dynamic"` the workers claim `chunk` elements at a time
         until none are left, which balances uneven work.
 
         Args:
-            run_id: a label carried into the result.
-            elements: element count; default, as many `element_size`-byte
-                elements as the data region holds now (after any grow).
-            element_size: bytes per element, 4 (float32) by default.
+            run_id: a label carried into the result (a str).
+            args, kwargs: the entry's arguments after (start, end), by
+                position, or by parameter name when the module records the
+                names (`sharedwasm build` does; see `Kernel.entries`). An
+                array goes to a pointer parameter as its address: one of this
+                pool's heap with no copy, an ordinary numpy array copied in
+                for the run (and back out unless the pointer is to const).
+            entry: which entry to run; default, the kernel's only one, or
+                `compute_partition`.
+            elements: element count; default, the length (first axis) of the
+                first array argument, or with no array argument as many
+                `element_size`-byte elements as the data region holds now.
+            element_size: bytes per element for that last default, 4.
             schedule: "static" or "dynamic".
             chunk: elements per claim of a dynamic run; default, enough for
                 64 claims per worker. Must be None for a static run.
@@ -729,12 +968,62 @@ class WorkerPool:
             PoolClosedError: the pool is closed, or was closed during the run.
             BrokenPoolError: a worker thread died.
             LayoutError: `elements` does not fit the data region.
+            TypeError, ValueError, OverflowError: an argument does not fit its
+                parameter (the message names it), or `run_id` is not a str.
+            OutOfMemory: an ordinary array does not fit in the heap.
         """
-        return self._run(run_id, elements, element_size, schedule, chunk, timeout, _Ticket())
+        return self._run(
+            run_id, args, kwargs, entry, elements, element_size, schedule, chunk, timeout, _Ticket()
+        )
+
+    def _binder(self, entry: str | None) -> Binder:
+        binder = self._binders.get(entry)  # type: ignore[arg-type]
+        if binder is None:
+            chosen = self._entry(entry)
+            binder = Binder(chosen, self._slots, self._arrays, self._temporary, self._warn_copy)
+            self._binders[entry] = binder  # type: ignore[index]
+        return binder
+
+    def _entry(self, entry: str | None) -> Entry:
+        entries = self._kernel.entries
+        if entry is None:
+            if len(entries) == 1:
+                return next(iter(entries.values()))
+            if "compute_partition" in entries:
+                return entries["compute_partition"]
+            raise TypeError(
+                f"entry must name one of {self._kernel.name}'s entries {list(entries)} "
+                "(got None, and there is more than one)"
+            )
+        if not isinstance(entry, str):
+            raise TypeError(f"entry must be a str or None (got {entry!r})")
+        found = entries.get(entry)
+        if found is None:
+            raise ValueError(
+                f"entry must be one of {self._kernel.name}'s entries {list(entries)} "
+                f"(got {entry!r})"
+            )
+        return found
+
+    def _warn_copy(self, nbytes: int) -> None:
+        if not self._copy_warned:
+            self._copy_warned = True
+            warnings.warn(
+                CopyWarning(
+                    f"{self.name} copied a {nbytes}-byte numpy array into its shared memory for "
+                    "a run (and copies it back after, unless the parameter is const); make "
+                    "arrays with pool.asarray / empty / zeros / full to pass them with no copy. "
+                    "Shown once per pool."
+                ),
+                stacklevel=5,
+            )
 
     def _run(
         self,
         run_id: str,
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+        entry: str | None,
         elements: int | None,
         element_size: int,
         schedule: Literal["static", "dynamic"],
@@ -742,6 +1031,12 @@ class WorkerPool:
         timeout: float | None,
         ticket: _Ticket,
     ) -> RunResult:
+        if type(run_id) is not str and not isinstance(run_id, str):
+            raise TypeError(
+                f"run_id must be a str (got {_describe(run_id)}); the kernel's arguments "
+                "follow it: pool.run('label', x, y)"
+            )
+        binder = self._binder(entry)
         timeout = _check_timeout(timeout)
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # centuries: no limit, which Lock.acquire also accepts
@@ -758,27 +1053,33 @@ class WorkerPool:
                         f"after {timeout} s; board {self._board.snapshot()}"
                     )
                 self._land()
-            total, size = self._elements(elements, element_size)
+            # The slots are free now: no run is in flight to read them.
+            first, copies = binder.bind(args, kwargs)
+            if elements is None and first is not None:
+                elements = first
+            total, size = self._elements(elements, element_size, bounded=not (args or kwargs))
             kind, chunk_elements = self._schedule(schedule, chunk, total)
             host_failure: BaseException | None = None
             publish = self._host.host_run
-            args = publish.args
-            args[0].i32 = self.workers
-            args[1].i32 = as_i32(total)
-            args[2].i32 = kind
-            args[3].i32 = chunk_elements
+            raw_args = publish.args
+            raw_args[0].i32 = self.workers
+            raw_args[1].i32 = as_i32(total)
+            raw_args[2].i32 = kind
+            raw_args[3].i32 = chunk_elements
             # A caller that must be able to give up cannot be the one
             # computing, nor can one whose thread lacks the native stack that
             # wasm code may use (a runaway recursion would crash the process).
             standby = deadline is not None or not _stack.caller_has_room()
-            args[4].i32 = standby
-            args[5].i32 = size
+            raw_args[4].i32 = standby
+            raw_args[5].i32 = size
+            raw_args[6].i32 = binder.entry.index
             with self._cancel_lock:
                 if ticket.cancelled:
                     raise RunCancelled(f"run {run_id!r} was cancelled before it started")
                 self._generation = (self._generation + 1) & 0xFFFFFFFF
                 ticket.generation = self._generation
                 self._flight = ticket
+                self._held = (args, kwargs, copies)
             t0 = time.perf_counter()
             try:
                 publish.call()
@@ -791,7 +1092,7 @@ class WorkerPool:
                 self._board.set_status(0, Status.CANCELLED if is_interrupt(exc) else Status.TRAPPED)
                 self._board.finish()
             spin_ns = self._standby_spin_ns if standby else self._spin_ns
-            if host_failure is None and args[0].i32:
+            if host_failure is None and raw_args[0].i32:
                 # Workers were parked: a woken one is often queued on this
                 # CPU, and spinning here would keep it waiting for its turn.
                 spin_ns = 0
@@ -799,7 +1100,13 @@ class WorkerPool:
                 self._stop_after_timeout(run_id, timeout, host_failure)
             elapsed = time.perf_counter() - t0
             self._land()
-            return self._collect(run_id, elapsed, host_failure)
+            try:
+                return self._collect(run_id, elapsed, host_failure)
+            finally:
+                # Landed, trapped or cancelled: the shares that ran wrote
+                # their output, as they would have in an array of the heap.
+                for copy in copies:
+                    copy.finish()
         finally:
             self._leave_runner()
             self._lock.release()
@@ -841,9 +1148,11 @@ class WorkerPool:
 
         No lock: a cancel that read the old ticket just before may still
         store CANCEL, naming a generation that is over; the next publish
-        clears it (see the runner's host_run).
+        clears it (see the runner's host_run). The run's arguments and
+        temporary copies are let go: no worker touches them any more.
         """
         self._flight = None
+        self._held = None
 
     def _stop_after_timeout(
         self, run_id: str, timeout: float | None, host_failure: BaseException | None
@@ -1013,12 +1322,15 @@ class WorkerPool:
     async def run_async(
         self,
         run_id: str = "run",
-        *,
+        /,
+        *args: object,
+        entry: str | None = None,
         elements: int | None = None,
         element_size: int = 4,
         schedule: Literal["static", "dynamic"] = "static",
         chunk: int | None = None,
         timeout: float | None = None,
+        **kwargs: object,
     ) -> RunResult:
         """Run like `run` on a worker thread of asyncio, so the event loop keeps going.
 
@@ -1031,7 +1343,17 @@ class WorkerPool:
         ticket = _Ticket()
         future = asyncio.ensure_future(
             asyncio.to_thread(
-                self._run, run_id, elements, element_size, schedule, chunk, timeout, ticket
+                self._run,
+                run_id,
+                args,
+                kwargs,
+                entry,
+                elements,
+                element_size,
+                schedule,
+                chunk,
+                timeout,
+                ticket,
             )
         )
         try:

@@ -3,7 +3,7 @@
 A run must not go through Python in the workers: waking a Python thread, taking
 the GIL and calling back into wasm costs tens of microseconds per worker. So
 each worker thread makes one call, `worker_loop`, and stays inside wasm for the
-life of the pool. The runner imports the kernel's `compute_partition` and the
+life of the pool. The runner imports the kernel's entries and the
 shared memory, waits on the GENERATION control word, does its share of each
 run, and returns only on EXIT or when the kernel traps. The host side is two
 calls, `host_run` (publish, then do partition 0 on the calling thread) and
@@ -43,8 +43,17 @@ import wasmtime
 
 from . import _wasmtime
 from ._errors import KernelError, error_cause
-from ._kernel import ENTRY_POINT, INIT_TLS, SET_STACK_LIMITS, STACK_POINTER, Kernel
-from ._layout import RECORD_BYTES, Command, Control, Layout, Record, Schedule, Status
+from ._kernel import CALL_CTORS, INIT_TLS, SET_STACK_LIMITS, STACK_POINTER, Kernel
+from ._layout import (
+    ARGUMENT_SLOT_BYTES,
+    RECORD_BYTES,
+    Command,
+    Control,
+    Layout,
+    Record,
+    Schedule,
+    Status,
+)
 from ._memory import Memory
 
 CLOCK_REALTIME = 0
@@ -60,8 +69,51 @@ def _rec(field: Record) -> str:
     return f"(i32.add (local.get $rec) (i32.const {int(field)}))"
 
 
-def runner_wat() -> str:
-    """Return the runner module's text, with this version's layout baked in."""
+def _dispatch(entries: tuple[tuple[str, ...], ...]) -> tuple[str, str]:
+    """Return the imports of a kernel's entries and `$compute`, which calls the run's entry.
+
+    `entries` holds each entry's parameter types after (start, end), in the
+    kernel's entry order. The entry index (ENTRY) and the arguments are read
+    on every call: they were stored before the publish this worker saw, and
+    do not change until the next one.
+    """
+    imports = "\n".join(
+        f'  (import "kernel" "e{i}" (func $e{i} (param i32 i32{"".join(" " + t for t in params)})))'
+        for i, params in enumerate(entries)
+    )
+
+    def call(i: int, params: tuple[str, ...]) -> str:
+        loads = "".join(
+            f" ({t}.load (i32.add (global.get $control) (i32.const "
+            f"{int(Control.ARGUMENTS) * 4 + j * ARGUMENT_SLOT_BYTES})))"
+            for j, t in enumerate(params)
+        )
+        return f"(call $e{i} (local.get $s) (local.get $e){loads})"
+
+    if len(entries) == 1:
+        body = call(0, entries[0])
+    else:
+        # Nested blocks, innermost first: br_table jumps to the end of block
+        # $bI, where entry I's call follows; an index no entry has traps.
+        n = len(entries)
+        labels = " ".join(f"$b{i}" for i in range(n))
+        body = "(block $bad " + "".join(f"(block $b{i} " for i in reversed(range(n)))
+        body += f"(br_table {labels} $bad (i32.load {_ctl(Control.ENTRY)})))"
+        for i in range(n):
+            body += f" {call(i, entries[i])} (return))"
+        body += " unreachable"
+    compute = f"""
+  (func $compute (param $s i32) (param $e i32)
+    {body})"""
+    return imports, compute
+
+
+def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
+    """Return the runner module's text for a kernel with these entries, with the layout baked in.
+
+    `entries` holds each entry's parameter types after (start, end).
+    """
+    entry_imports, compute = _dispatch(entries)
     gen, pending = _ctl(Control.GENERATION), _ctl(Control.PENDING)
     # Clock readings: a worker through its record's scratch word, the host
     # through its own (the standby thread may be using worker 0's record).
@@ -75,7 +127,7 @@ def runner_wat() -> str:
   (import "wasi_snapshot_preview1" "clock_time_get"
     (func $clock_time_get (param i32 i64 i32) (result i32)))
   (import "env" "memory" (memory 0 65536 shared))
-  (import "kernel" "{ENTRY_POINT}" (func $compute (param i32 i32)))
+{entry_imports}
   (import "env" "status_offset" (global $status i32))
   (import "env" "control_offset" (global $control i32))
   (import "env" "records_offset" (global $records i32))
@@ -90,6 +142,8 @@ def runner_wat() -> str:
     (drop (call $clock_time_get (local.get $clock) (i64.const 1) (local.get $scratch)))
     (i64.load (local.get $scratch)))
 
+{compute}
+
   (func $min_u (param $a i32) (param $b i32) (result i32)
     (select (local.get $a) (local.get $b) (i32.lt_u (local.get $a) (local.get $b))))
 
@@ -97,7 +151,7 @@ def runner_wat() -> str:
   (func $cancelled (result i32)
     (i32.eq (i32.atomic.load {_ctl(Control.CANCEL)}) (i32.atomic.load {gen})))
 
-  ;; compute_partition with $busy set around it: the word an interrupt
+  ;; The run's entry with $busy set around it: the word an interrupt
   ;; checks, so only code inside the kernel is ever stopped. Plain stores:
   ;; the interrupt check runs on this same thread.
   (func $compute_busy (param $busy i32) (param $s i32) (param $e i32)
@@ -234,7 +288,7 @@ def runner_wat() -> str:
   ;; Returns 1 if it had to wake parked workers, 0 if they were all spinning.
   (func (export "host_run")
     (param $workers i32) (param $elements i32) (param $schedule i32) (param $chunk i32)
-    (param $standby i32) (param $element_size i32) (result i32)
+    (param $standby i32) (param $element_size i32) (param $entry i32) (result i32)
     (local $i i32) (local $woke i32) (local $old i32) (local $c i32)
     ;; Reset every slot first, so DONE always means "done with this run".
     (block $reset
@@ -249,6 +303,7 @@ def runner_wat() -> str:
     (i32.atomic.store {_ctl(Control.SCHEDULE)} (local.get $schedule))
     (i32.atomic.store {_ctl(Control.CHUNK)} (local.get $chunk))
     (i32.atomic.store {_ctl(Control.NEXT)} (i32.const 0))
+    (i32.atomic.store {_ctl(Control.ENTRY)} (local.get $entry))
     (i32.atomic.store {pending} (local.get $workers))
     (i32.atomic.store {_ctl(Control.COMMAND)} (i32.const {Command.RUN}))
     (i64.atomic.store {_ctl(Control.PUBLISH_TIME)}
@@ -317,9 +372,9 @@ def runner_wat() -> str:
 
 
 @functools.cache
-def runner_module(interruptible: bool) -> wasmtime.Module:
-    """Compile the runner once per process and engine."""
-    return wasmtime.Module(_wasmtime.engine(interruptible), runner_wat())
+def runner_module(interruptible: bool, entries: tuple[tuple[str, ...], ...]) -> wasmtime.Module:
+    """Compile the runner once per process, engine and set of entry signatures."""
+    return wasmtime.Module(_wasmtime.engine(interruptible), runner_wat(entries))
 
 
 @functools.cache
@@ -372,7 +427,8 @@ class Runner:
     that one while it stands in for the caller).
 
     Instantiating runs the kernel's start-up code (its start function, then
-    `__set_stack_limits` and `__wasm_init_tls`); on an interruptible memory
+    `__set_stack_limits` and `__wasm_init_tls`, and in the caller's runner
+    `__wasm_call_ctors`); on an interruptible memory
     an epoch bump stops it once `abandon` is set.
 
     Not thread-safe: used by one thread at a time (a worker's own thread, or
@@ -430,20 +486,20 @@ class Runner:
         module = kernel._module_for(interruptible)
         kernel_instance = wasmtime.Instance(self.store, module, externs)  # type: ignore[arg-type]
         kernel_exports = kernel_instance.exports(self.store)
-        compute = kernel_exports[ENTRY_POINT]
+        entry_funcs = {f"e{e.index}": kernel_exports[e.export] for e in kernel.entries.values()}
         self._stack_pointer: wasmtime.Global | None = None
         self._stack_top = 0
         if kernel.uses_stack:
             self._give_thread_area(kernel, kernel_exports, layout, index)
         imports: list[object] = []
-        runner = runner_module(interruptible)
+        runner = runner_module(interruptible, tuple(e.wasm_params for e in kernel.entries.values()))
         for imp in runner.imports:
             if imp.module == "wasi_snapshot_preview1":
                 imports.append(_linker(interruptible).get(self.store, imp.module, str(imp.name)))
             elif imp.name == "memory":
                 imports.append(memory._shared)
-            elif imp.name == ENTRY_POINT:
-                imports.append(compute)
+            elif imp.module == "kernel":
+                imports.append(entry_funcs[str(imp.name)])
             else:
                 imports.append(_wasmtime.i32_global(self.store, getattr(layout, str(imp.name))))
         instance = wasmtime.Instance(self.store, runner, imports)  # type: ignore[arg-type]
@@ -455,8 +511,16 @@ class Runner:
             return _wasmtime.RawFunc(self.store, func, slots)
 
         self.worker_loop = raw("worker_loop", 4)
-        self.host_run = raw("host_run", 6)
+        self.host_run = raw("host_run", 7)
         self.host_wait = raw("host_wait", 2)
+        if host and kernel.constructors:
+            # Once per pool, on worker 0's stack: C++ constructors of global
+            # objects, which live in the shared statics. Every worker's start
+            # function has finished copying the data segments in (it is guarded
+            # by a flag in the memory, and the others wait for it).
+            ctors = kernel_exports[CALL_CTORS]
+            assert isinstance(ctors, wasmtime.Func)
+            ctors(self.store)
         starting[0] = False
 
     def _give_thread_area(

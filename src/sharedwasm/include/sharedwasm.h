@@ -1,18 +1,19 @@
 /*
  * sharedwasm.h: what a C kernel needs to run on a sharedwasm pool.
  *
- * A kernel is one exported function, compute_partition(start, end), that the
- * pool calls on every worker with a half-open range of element indices. The
- * elements live in the data region of the shared memory; where that region
- * starts, which worker is calling and how many there are come from the pool
- * at instantiation (sharedwasm_abi.s imports them).
+ * A kernel module exports entries that the pool calls on every worker with a
+ * half-open range of element indices and the run's arguments: arrays (as
+ * pointers into the shared memory) and numbers. Which worker is calling and
+ * how many there are come from the pool at instantiation (sharedwasm_abi.s
+ * imports them).
  *
  *     #include <sharedwasm.h>
  *
- *     SW_KERNEL(start, end) {
- *         float *x = SW_DATA(float);
- *         for (uint32_t i = start; i < end; i++) x[i] = x[i] * 2.0f;
+ *     SW_KERNEL(saxpy, start, end, float a, const float *x, float *y) {
+ *         for (uint32_t i = start; i < end; i++) y[i] = a * x[i] + y[i];
  *     }
+ *
+ * and in Python: pool.run("step", 2.0, x, y, entry="saxpy").
  *
  * Build with `sharedwasm build kernel.c`. The build is freestanding: there is
  * no libc. The clang builtins that wasm has instructions for are free
@@ -67,16 +68,44 @@ uint32_t sw_total_workers(void);
 #define SW_DATA_AT(type, byte_offset) \
     ((type *)(uintptr_t)(sw_data_offset() + (uint32_t)(byte_offset)))
 
-/* Defines the entry point: SW_KERNEL(start, end) { ... } */
+/* Defines an entry point.
+ *
+ *   SW_KERNEL(name, start, end, params...) { ... }
+ *       the entry `name` (exported as "entry:name"), called with its range and
+ *       the run's arguments: pool.run("id", args..., entry="name"). Pointer
+ *       parameters receive arrays; `const` ones are only read.
+ *   SW_KERNEL(start, end) { ... }
+ *       the module's single unnamed entry, compute_partition(start, end).
+ *
+ * A module may define several named entries. `sharedwasm build` records each
+ * one's parameter names and C types, so the pool checks every argument.
+ */
 #ifdef __cplusplus
-#define SW_KERNEL(start, end)                                                     \
-    extern "C" __attribute__((export_name("compute_partition"))) void            \
-    compute_partition(uint32_t start, uint32_t end)
+#define SW__LINKAGE extern "C"
 #else
-#define SW_KERNEL(start, end)                                                     \
-    __attribute__((export_name("compute_partition"))) void compute_partition(   \
-        uint32_t start, uint32_t end)
+#define SW__LINKAGE
 #endif
+#define SW__ENTRY(start, end)                                                     \
+    SW__LINKAGE __attribute__((export_name("compute_partition"))) void          \
+    compute_partition(uint32_t start, uint32_t end)
+#define SW__ENTRY_NAMED(name, start, end, ...)                                    \
+    SW__LINKAGE __attribute__((export_name("entry:" #name))) void name(          \
+        uint32_t start, uint32_t end __VA_OPT__(, ) __VA_ARGS__)
+/* Two arguments: the unnamed entry; three or more: a named one. */
+#define SW_KERNEL(first, second, ...)                                             \
+    SW__ENTRY##__VA_OPT__(_NAMED)(first, second __VA_OPT__(, ) __VA_ARGS__)
+
+/* This worker's element of a per-worker array: the slot of a reduction's
+ * partial result (`pool.partials(...)` in Python, which resets every slot
+ * before each run it is passed to). Add to it once per call:
+ *
+ *   SW_KERNEL(sum, start, end, const float *x, double *partial) {
+ *       double s = 0;
+ *       for (uint32_t i = start; i < end; i++) s += x[i];
+ *       SW_PARTIAL(partial) += s;
+ *   }
+ */
+#define SW_PARTIAL(array) ((array)[sw_worker_index()])
 
 /* Atomics on the shared memory. WebAssembly's atomic instructions are
  * sequentially consistent, so these are the whole ordering story: a plain

@@ -7,8 +7,11 @@ import { LayoutError } from "./errors.mjs";
 export const STATUS_SLOT_BYTES = 4;
 export const CACHE_LINE = 64;
 export const DATA_ALIGN = 64;
-export const CONTROL_WORDS = 32;
-export const CONTROL_BYTES = 128;
+export const ARGUMENT_SLOTS = 32;
+export const ARGUMENT_SLOT_BYTES = 8;
+export const ARGUMENTS_WORD = 32;
+export const CONTROL_WORDS = 96;
+export const CONTROL_BYTES = 384;
 export const RECORD_BYTES = 64;
 export const STACK_ALIGN = 16;
 export const DEFAULT_STACK_SIZE = 65536;
@@ -76,6 +79,15 @@ export const Control = Object.freeze({
    * then may an interrupt stop the caller's call.
    */
   HOST_BUSY: 18,
+  /** Index of the entry the current run calls, in the kernel's export order. */
+  ENTRY: 19,
+  /**
+   * First word of the run's arguments: ARGUMENT_SLOTS slots of 8 bytes, one per parameter after
+   * (start, end), each holding an i32 or f32 in its low 4 bytes or an i64 or f64 (little-endian).
+   * The host writes them with plain stores before it publishes the run; the publish (a seq-cst
+   * bump of GENERATION) orders them before any worker that sees the new generation reads them.
+   */
+  ARGUMENTS: 32,
 });
 
 /** Byte offsets of the fields of a worker's record. */
