@@ -28,7 +28,7 @@ import math
 import operator
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -157,6 +157,7 @@ class Binder:
         self._warn_copy = warn_copy
         self._setters = [self._setter(j, p, slots) for j, p in enumerate(entry.params)]
         self._count = len(entry.params)
+        self._store = _unrolled(entry, self._setters)
         self._names = {p.name: j for j, p in enumerate(entry.params)} if entry.typed else {}
 
     def _fail(self, param: Param, error: type[Exception], what: str) -> Exception:
@@ -221,7 +222,11 @@ class Binder:
         fail = self._fail
 
         def set_float(value: object, copies: list[Copy]) -> None:
-            if type(value) is not float:
+            if type(value) is float:
+                if -_F32_MAX <= value <= _F32_MAX or not single:  # the common case
+                    slot.value = value
+                    return
+            else:
                 if isinstance(value, bool | np.bool_) or not isinstance(
                     value, int | float | np.integer | np.floating
                 ):
@@ -247,11 +252,35 @@ class Binder:
         known = arrays.known
         dtype, const = p.dtype, p.const
 
-        def set_pointer(value: object, copies: list[Copy]) -> int:
-            if not isinstance(value, np.ndarray):
-                raise fail(p, TypeError, f"must be a numpy array (got {_describe(value)})")
-            length = len(value) if value.ndim else 1
-            if dtype is not None and value.dtype != dtype:
+        def set_pointer(value: Any, copies: list[Copy]) -> int:
+            hit = known.get(id(value))
+            if hit is not None and hit[0]() is value:
+                # An array the heap handed out: an ndarray in a block of ours.
+                block: Block = hit[1]
+                address: int = hit[2]
+                if not block.live:
+                    raise fail(p, ValueError, "was freed with pool.free")
+                check(cast("npt.NDArray[Any]", value))
+            else:
+                if not isinstance(value, np.ndarray):
+                    raise fail(p, TypeError, f"must be a numpy array (got {_describe(value)})")
+                check(value)
+                try:
+                    found, address = arrays.locate(value)
+                except ValueError as exc:
+                    raise fail(p, ValueError, str(exc)) from None
+                if found is None:
+                    slot.value = self._copy_in(p, value, copies)
+                    return len(value) if value.ndim else 1
+                block = found
+            if block.fill is not None:
+                refill(block)
+            slot.value = address
+            return len(value) if value.ndim else 1
+
+        def check(value: npt.NDArray[Any]) -> None:
+            found = value.dtype
+            if dtype is not None and found is not dtype and found != dtype:
                 raise fail(p, TypeError, f"must be a {dtype} array (got {_describe(value)})")
             if not const and not value.flags.writeable:
                 raise fail(
@@ -260,25 +289,6 @@ class Binder:
                     "must be writable: the kernel may write through a pointer that is not "
                     "const (got a read-only array)",
                 )
-            hit = known.get(id(value))
-            if hit is not None and hit[0]() is value:
-                block, address = hit[1], hit[2]
-            else:
-                try:
-                    found, address = arrays.locate(value)
-                except ValueError as exc:
-                    raise fail(p, ValueError, str(exc)) from None
-                if found is None:
-                    address = self._copy_in(p, value, copies)
-                    slot.value = address
-                    return length
-                block = found
-            if not block.live:
-                raise fail(p, ValueError, "was freed with pool.free")
-            if block.fill is not None:
-                refill(block)
-            slot.value = address
-            return length
 
         return set_pointer
 
@@ -310,16 +320,13 @@ class Binder:
                 f"({self.entry}) (got {len(args)})"
             )
         copies: list[Copy] = []
-        first: int | None = None
+        if not self._count:
+            return None, copies
         try:
-            for setter, value in zip(self._setters, args, strict=True):
-                length = setter(value, copies)
-                if first is None and length is not None:
-                    first = length
+            return self._store(args, copies), copies
         except BaseException:
             release(copies)
             raise
-        return first, copies
 
     def _order(self, args: Sequence[object], kwargs: Mapping[str, object]) -> list[object]:
         entry = self.entry
@@ -345,6 +352,32 @@ class Binder:
         if absent:
             raise TypeError(f"{entry.name} is missing argument(s) {absent} ({entry})")
         return ordered
+
+
+Store = Callable[[Sequence[object], list[Copy]], "int | None"]
+
+
+def _unrolled(entry: Entry, setters: list[Callable[[object, list[Copy]], int | None]]) -> Store:
+    """Return one function that calls every parameter's setter in turn, unrolled.
+
+    Made once per entry (as attrs writes an `__init__` per class): a loop
+    over the setters would cost more per call than most setters themselves.
+    It returns the length of the first array argument, the run's default
+    element count.
+    """
+    lines = ["def store(args, copies):", "    first = None"]
+    for j, param in enumerate(entry.params):
+        if param.pointer or (param.ctype is None and param.wasm_type == "i32"):
+            lines.append(f"    length = s{j}(args[{j}], copies)")
+            lines.append("    if first is None:")
+            lines.append("        first = length")
+        else:
+            lines.append(f"    s{j}(args[{j}], copies)")
+    lines.append("    return first")
+    namespace: dict[str, Any] = {f"s{j}": setter for j, setter in enumerate(setters)}
+    exec("\n".join(lines), namespace)
+    store: Store = namespace["store"]
+    return store
 
 
 def refill(block: Block) -> None:

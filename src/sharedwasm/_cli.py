@@ -79,7 +79,13 @@ def _parser() -> argparse.ArgumentParser:
             f"{_build.get_include()}."
         ),
     )
-    build.add_argument("source", metavar="SOURCE", type=Path, help="a .c (or .cc/.cpp) file")
+    build.add_argument(
+        "source",
+        metavar="SOURCE",
+        type=Path,
+        nargs="+",
+        help="a .c (or .cc/.cpp) file; several are linked into one module",
+    )
     build.add_argument(
         "-o", "--output", type=Path, default=None, help="output .wasm (default: SOURCE.wasm)"
     )
@@ -198,7 +204,7 @@ def _build_command(args: argparse.Namespace) -> int:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", BuildWarning)
             out = _build.build(
-                args.source,
+                args.source if len(args.source) > 1 else args.source[0],
                 args.output,
                 optimize=args.optimize,
                 simd=args.simd,
@@ -220,6 +226,8 @@ def _build_command(args: argparse.Namespace) -> int:
         f"built {out}: {out.stat().st_size} bytes, static data up to {kernel.static_end}, "
         f"{stack}, imports {', '.join(('memory', *kernel.globals))}"
     )
+    for entry in kernel.entries.values():
+        print(f"  entry {entry}")
     return 0
 
 

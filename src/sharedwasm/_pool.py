@@ -280,8 +280,8 @@ def _plan(
             raise LayoutError(
                 f"memory must have at least {want} pages for the pool's own regions (the "
                 f"kernel's static data, the status board, the control block, the worker "
-                f"records and {workers} workers' thread areas take {needed} bytes before any data), "
-                f"or memory=None for one that grows (got a memory of {pages} pages)"
+                f"records and {workers} workers' thread areas take {needed} bytes before any "
+                f"data), or memory=None for one that grows (got a memory of {pages} pages)"
             )
     return Layout.build(
         workers=workers,
@@ -888,17 +888,25 @@ class WorkerPool:
     def _elements(
         self, elements: int | None, element_size: int, *, bounded: bool = True
     ) -> tuple[int, int]:
-        if isinstance(element_size, bool):
-            raise TypeError(f"element_size must be an int (got {element_size!r})")
-        element_size = operator.index(element_size)
+        """Check a run's element count; `bounded`: it indexes the data region (no arguments)."""
+        if type(element_size) is not int:
+            if isinstance(element_size, bool):
+                raise TypeError(f"element_size must be an int (got {element_size!r})")
+            element_size = operator.index(element_size)
         if element_size < 1:
             raise ValueError(f"element_size must be >= 1 byte (got {element_size!r})")
-        capacity = (self._memory.byte_length - self._layout.data_offset) // element_size
+        # The memory's size is a call into wasmtime: only when it is needed.
+        capacity = (
+            (self._memory.byte_length - self._layout.data_offset) // element_size
+            if bounded or elements is None
+            else 0
+        )
         if elements is None:
             elements = capacity
-        if isinstance(elements, bool):
-            raise TypeError(f"elements must be an int or None (got {elements!r})")
-        elements = operator.index(elements)
+        elif type(elements) is not int:
+            if isinstance(elements, bool):
+                raise TypeError(f"elements must be an int or None (got {elements!r})")
+            elements = operator.index(elements)
         if elements < 0:
             raise ValueError(f"elements must be >= 0 (got {elements!r})")
         if elements > 0xFFFFFFFF:
