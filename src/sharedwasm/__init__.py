@@ -4,6 +4,8 @@ from . import atomics as atomics
 from ._build import build as build
 from ._build import build_is_current as build_is_current
 from ._build import get_include as get_include
+from ._entries import Entry as Entry
+from ._entries import Param as Param
 from ._errors import BrokenPoolError as BrokenPoolError
 from ._errors import BuildError as BuildError
 from ._errors import BuildWarning as BuildWarning
@@ -19,8 +21,6 @@ from ._errors import SharedWasmError as SharedWasmError
 from ._errors import SharedWasmInternalError as SharedWasmInternalError
 from ._errors import StartTimeout as StartTimeout
 from ._errors import ToolchainNotFoundError as ToolchainNotFoundError
-from ._entries import Entry as Entry
-from ._entries import Param as Param
 from ._kernel import Kernel as Kernel
 from ._layout import Layout as Layout
 from ._layout import Status as Status
