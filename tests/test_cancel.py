@@ -14,7 +14,7 @@ import pytest
 import sharedwasm as sw
 from conftest import TIMEOUT, InThread, pool_threads, statuses
 from sharedwasm import atomics
-from sharedwasm._pool import CLOSE_TIMEOUT
+from sharedwasm._lifecycle import CLOSE_TIMEOUT
 from sharedwasm.testing import wait_until
 
 MakePool = Callable[..., sw.WorkerPool]

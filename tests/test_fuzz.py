@@ -57,7 +57,7 @@ from sharedwasm import atomics
 from sharedwasm._builtin import KERNEL_DIR
 from sharedwasm._layout import CACHE_LINE, align_up
 from sharedwasm._partition import partitions
-from sharedwasm._pool import default_workers
+from sharedwasm._lifecycle import default_workers
 from sharedwasm.testing import wait_until
 from strategies import INT_DTYPES, VIEW_DTYPES
 

@@ -34,3 +34,23 @@ def test_readme_quickstart_is_two_commands():
     assert [c for c in commands if c] == ["make demo", "make test"]
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
     assert ci.strip().splitlines()[-1] == "make test"
+
+
+def test_readme_example_runs_as_printed(tmp_path, monkeypatch, capsys):
+    """The Example's C kernel builds as its comment says, and its Python runs and is right."""
+    section = README.split("## Example", 1)[1].split("\n## ", 1)[0]
+    (c_source,) = re.findall(r"^```c\n(.*?)^```$", section, re.S | re.M)
+    (python_source,) = re.findall(r"^```python\n(.*?)^```$", section, re.S | re.M)
+    (tmp_path / "saxpy.c").write_text(c_source)
+    sw.build(tmp_path / "saxpy.c", optimize="3", simd=True)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(python_source, "README.md", "exec"), namespace)  # noqa: S102
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "saxpy(start, end, float a, const float *x, float *y)"
+    x = np.linspace(0, 1, 10_000_000, dtype=np.float32)
+    y = np.float32(2.0) * x + np.float32(1.0)
+    np.testing.assert_array_equal(namespace["y"], y)
+    total = namespace["total"]
+    assert isinstance(total, np.ndarray)
+    np.testing.assert_allclose(total.sum(), y.astype(np.float64).sum(), rtol=1e-12)

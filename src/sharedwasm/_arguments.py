@@ -26,7 +26,6 @@ from __future__ import annotations
 import ctypes
 import math
 import operator
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -34,10 +33,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ._entries import Entry, Param
-from ._errors import LayoutError
-from ._heap import Block, Heap
+from ._errors import LayoutError, describe
+from ._heap import Arrays, Block
 from ._layout import ARGUMENT_SLOTS, Layout
-from ._memory import Memory, memory_of
+from ._memory import Memory
 
 _F32_MAX = float(np.finfo(np.float32).max)
 _WASM_RANGES = {"i32": (-(2**31), 2**32 - 1), "i64": (-(2**63), 2**64 - 1)}
@@ -74,70 +73,6 @@ class Slots:
         self.f64 = [ctypes.c_double.from_address(a) for a in addresses]
         # The ctypes objects point into the memory; keep it alive with them.
         self._memory = memory
-
-
-class Arrays:
-    """What a pool knows about the arrays of its heap, for passing them without lookups.
-
-    `known` maps `id(array)` to the array (weakly), its block and its wasm
-    address, for each array the pool handed out; any other array (a slice,
-    a reshape) is found by its address.
-    """
-
-    def __init__(self, memory: Memory, heap: Heap) -> None:
-        self.memory = memory
-        self.heap = heap
-        self.known: dict[int, tuple[weakref.ref[Any], Block, int]] = {}
-
-    def register(self, array: npt.NDArray[Any], block: Block) -> None:
-        key = id(array)
-        known = self.known
-
-        def forget(ref: weakref.ref[Any]) -> None:
-            hit = known.get(key)
-            if hit is not None and hit[0] is ref:
-                del known[key]
-
-        known[key] = (weakref.ref(array, forget), block, block.start)
-
-    def locate(self, array: npt.NDArray[Any]) -> tuple[Block | None, int]:
-        """Return the live block holding `array` and its wasm address; (None, address) if none.
-
-        Raises:
-            ValueError: the array is in another memory, or in this one but
-                not C-contiguous or not inside a live block of the heap.
-        """
-        hit = self.known.get(id(array))
-        if hit is not None and hit[0]() is array:
-            return hit[1], hit[2]
-        address = int(array.__array_interface__["data"][0])
-        memory = self.memory
-        if not memory._owns(address):
-            other = memory_of(address)
-            if other is not None:
-                raise ValueError("is an array of another sharedwasm memory")
-            return None, address
-        offset = address - memory._base
-        if not array.flags.c_contiguous:
-            raise ValueError(
-                "is a non-contiguous view of the shared memory (a kernel sees bytes in a "
-                "row): pass a C-contiguous array, or np.ascontiguousarray(...) of it"
-            )
-        block = self.heap.find(offset, array.nbytes)
-        if block is None:
-            raise ValueError(
-                f"lies at byte {offset} of the pool's memory but not inside a live array of "
-                "its heap (freed with pool.free, or a view of pool.data() or of the board): "
-                "allocate it with pool.empty, zeros, full or asarray"
-            )
-        return block, offset
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"a {value.dtype} array of shape {value.shape}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class Binder:
@@ -207,7 +142,7 @@ class Binder:
                         if p.ctype is None and p.wasm_type == "i32"
                         else "an int"
                     )
-                    raise fail(p, TypeError, f"must be {what} (got {_describe(value)})")
+                    raise fail(p, TypeError, f"must be {what} (got {describe(value)})")
                 value = operator.index(value)  # type: ignore[arg-type]
             if not low <= value <= high:
                 raise fail(p, OverflowError, f"must be in [{low}, {high}] (got {value!r})")
@@ -230,12 +165,12 @@ class Binder:
                 if isinstance(value, bool | np.bool_) or not isinstance(
                     value, int | float | np.integer | np.floating
                 ):
-                    raise fail(p, TypeError, f"must be a real number (got {_describe(value)})")
+                    raise fail(p, TypeError, f"must be a real number (got {describe(value)})")
                 try:
                     value = float(value)
                 except OverflowError:
                     raise fail(
-                        p, OverflowError, f"must fit a float64 (got {_describe(value)})"
+                        p, OverflowError, f"must fit a float64 (got {describe(value)})"
                     ) from None
             if single and abs(value) > _F32_MAX and math.isfinite(value):
                 raise fail(
@@ -263,7 +198,7 @@ class Binder:
                 check(cast("npt.NDArray[Any]", value))
             else:
                 if not isinstance(value, np.ndarray):
-                    raise fail(p, TypeError, f"must be a numpy array (got {_describe(value)})")
+                    raise fail(p, TypeError, f"must be a numpy array (got {describe(value)})")
                 check(value)
                 try:
                     found, address = arrays.locate(value)
@@ -281,7 +216,7 @@ class Binder:
         def check(value: npt.NDArray[Any]) -> None:
             found = value.dtype
             if dtype is not None and found is not dtype and found != dtype:
-                raise fail(p, TypeError, f"must be a {dtype} array (got {_describe(value)})")
+                raise fail(p, TypeError, f"must be a {dtype} array (got {describe(value)})")
             if not const and not value.flags.writeable:
                 raise fail(
                     p,

@@ -18,8 +18,9 @@ import numpy as np
 from . import _build, _builtin, _serve
 from ._errors import BuildWarning, KernelError, ToolchainNotFoundError
 from ._kernel import Kernel
+from ._lifecycle import default_workers
 from ._memory import Memory
-from ._pool import WorkerPool, default_workers
+from ._pool import WorkerPool
 from ._version import __version__
 from ._wasmtime import PAGE_SIZE
 

@@ -28,6 +28,15 @@ import concurrent.futures
 from collections.abc import Sequence
 
 
+def describe(value: object) -> str:
+    """A short description of a value for an error message: an array by dtype and shape."""
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape is not None and dtype is not None:
+        return f"a {dtype} array of shape {shape}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def error_cause(text: str, default: str) -> str:
     """Return the line of a wasmtime error or trap text that says what happened.
 

@@ -13,11 +13,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import enum
 import itertools
-import math
 import operator
-import os
 import statistics as _statistics
 import threading
 import time
@@ -30,7 +27,7 @@ import numpy.typing as npt
 import wasmtime
 
 from . import _stack, _wasmtime
-from ._arguments import Arrays, Binder, Slots
+from ._arguments import Binder, Slots
 from ._board import StatusBoard
 from ._entries import Entry
 from ._errors import (
@@ -39,42 +36,42 @@ from ._errors import (
     KernelError,
     KernelTrap,
     LayoutError,
-    OutOfMemory,
     PoolClosedError,
     RunCancelled,
     RunTimeout,
     StartTimeout,
+    describe,
 )
-from ._heap import Block, Heap
+from ._heap import Arrays, Heap, HeapArrays
 from ._kernel import Kernel
 from ._layout import (
-    CACHE_LINE,
     CONTROL_BYTES,
-    DEFAULT_STACK_SIZE,
     RECORD_BYTES,
-    STACK_ALIGN,
     Control,
     Layout,
     Record,
     Schedule,
     Status,
-    align_up,
 )
-from ._memory import Claim, Memory
+from ._lifecycle import (
+    AUTO_MEMORY_DATA,
+    CLOSE_TIMEOUT,
+    DEFAULT_SPIN,
+    INTERRUPT_EVERY,
+    START_TIMEOUT,
+    State,
+    check_timeout,
+    check_workers,
+    default_workers,
+    interrupt,
+    plan,
+    shutdown,
+)
+from ._memory import Memory
 from ._results import PoolStatistics, RunResult, WorkerDone
 from ._runner import Runner
-from ._wasmtime import MAX_PAGES, PAGE_SIZE, as_i32, engine, is_interrupt
+from ._wasmtime import MAX_PAGES, PAGE_SIZE, as_i32, is_interrupt
 from ._worker import Worker
-
-MAX_WORKERS = 1024
-"""More workers than this is refused: each one is an OS thread and a wasm store."""
-
-CLOSE_TIMEOUT = 1.0
-"""Seconds `close()` waits for worker threads to exit."""
-
-START_TIMEOUT = 30.0
-"""Default seconds a pool waits for every worker's instances (and the kernel's
-start-up code in them) before it gives up with `StartTimeout`."""
 
 STUCK_GRACE = 2.0
 """Seconds a run may show every status slot final while PENDING stays above
@@ -82,10 +79,6 @@ zero before the pool is declared broken: a worker stores its status and
 counts itself out with two adjacent atomics, so only a kernel that wrote over
 PENDING keeps the two apart for long."""
 
-DEFAULT_SPIN = 2e-3
-"""Seconds a worker polls for the next run before it parks, when every
-worker has a CPU of its own. Spinning with more threads than CPUs only
-steals time from the threads doing the work, so then the default is 0."""
 
 _PARK_SLICE_NS = 100_000_000
 """The host parks in slices of 0.1 s, to notice close() and dead workers."""
@@ -95,9 +88,6 @@ CANCEL_GRACE = 0.15
 stop after it was cancelled: an interruptible kernel stops within
 microseconds, and a run that ends in that time leaves the pool ready."""
 
-_INTERRUPT_EVERY = 0.02
-"""Seconds between epoch bumps while waiting for a cancelled run to stop
-(each bump makes a busy worker check whether it must stop)."""
 
 _LATENCY_WINDOW = 1024
 """Dispatch-latency samples kept for `statistics()`."""
@@ -118,22 +108,8 @@ _ELEMENTS, _CHUNKS = Record.ELEMENTS // 4, Record.CHUNKS // 4
 _CUR_START, _CUR_END = Record.CUR_START // 4, Record.CUR_END // 4
 _WAKE, _T_START, _T_END = Record.WAKE_TIME // 8, Record.T_START // 8, Record.T_END // 8
 
-AUTO_MEMORY_DATA = 1 << 20
-"""Bytes of data region a pool made without a memory starts with."""
-
-GROWTH = 8
-"""When the heap grows the memory, it adds at least 1/GROWTH of its pages, so
-that many small arrays cost few grows."""
 
 _pool_ids = itertools.count(1)
-
-
-def default_workers() -> int:
-    """Return the number of CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class _Ticket:
@@ -146,166 +122,12 @@ class _Ticket:
         self.generation: int | None = None
 
 
-def _interrupt(memory: Memory) -> None:
-    """Make every busy thread on `memory`'s engine check whether to stop."""
-    if memory.interruptible:
-        engine(True).increment_epoch()
-
-
-class _State(enum.Enum):
-    OPEN = "open"
-    CLOSED = "closed"
-    BROKEN = "broken"
-
-
-def _shutdown(board: StatusBoard, workers: list[Worker], claim: Claim, timeout: float) -> None:
-    """Tell every worker to exit and wait at most `timeout` seconds for them.
-
-    Also waits for other threads inside a call into the runner (a run's
-    caller) to leave it. The memory's claim is released only once all of them
-    are gone, whenever that is: until then a new pool on the memory is
-    refused, since a returning call would write to this pool's board.
-    Also the pool's finalizer, so it must not reference the pool.
-    """
-    claim.closed = True
-    for worker in workers:
-        worker.abandon.set()
-    me = threading.get_ident()
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [w.thread for w in workers if w.thread.ident is not None and w.thread.is_alive()]
-        callers = [ident for ident in list(claim.callers) if ident != me]
-        if not alive and not callers:
-            return
-        # Published again on every round: a kernel may have written over
-        # COMMAND or GENERATION since. A worker still inside the kernel stops
-        # at its next check after the bump (EXIT is stored first, so the
-        # check sees it).
-        board.publish_exit()
-        _interrupt(board.memory)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        if alive:
-            alive[0].join(min(left, _INTERRUPT_EVERY))
-        else:
-            time.sleep(min(left, 0.002))
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"a {value.dtype} array of shape {value.shape}"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _shape(shape: object) -> tuple[int, ...]:
-    items = shape if isinstance(shape, tuple) else (shape,)
-    if any(isinstance(d, bool) or not hasattr(d, "__index__") for d in items):
-        raise TypeError(f"shape must be an int or a tuple of ints (got {shape!r})")
-    dims = tuple(operator.index(d) for d in items)
-    if any(d < 0 for d in dims):
-        raise ValueError(f"shape must not have negative dimensions (got {shape!r})")
-    return dims
-
-
-def _dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
-    try:
-        dt = np.dtype(dtype)
-    except (TypeError, ValueError, SyntaxError) as exc:
-        raise TypeError(f"dtype must be a numpy dtype (got {dtype!r}): {exc}") from None
-    if dt.hasobject or dt.itemsize == 0 or dt.subdtype is not None:
-        raise TypeError(
-            f"dtype must be a fixed-size dtype without objects or subarrays (got {dt!r})"
-        )
-    return dt
-
-
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
 
 
-def _check_timeout(timeout: float | None, name: str = "timeout") -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number of seconds or None (got {timeout!r})")
-    try:
-        t = float(timeout)
-    except OverflowError:  # an int beyond float range: forever, or an error if negative
-        t = math.inf if timeout > 0 else -math.inf
-    if math.isnan(t) or t < 0:
-        raise ValueError(f"{name} must be >= 0 seconds or None (got {timeout!r})")
-    return t
-
-
-def _plan(
-    kernel: Kernel,
-    workers: int,
-    status_offset: int | None,
-    stack_size: int | None,
-    byte_length: int,
-    pages: int | None = None,
-) -> Layout:
-    """Lay out a pool of `kernel` on `workers` workers, applying the defaults."""
-    if stack_size is None:
-        stack_size = DEFAULT_STACK_SIZE if kernel.uses_stack else 0
-    elif isinstance(stack_size, bool):
-        raise TypeError(f"stack_size must be an int (got {stack_size!r})")
-    else:
-        stack_size = operator.index(stack_size)
-        if not kernel.uses_stack:
-            raise ValueError(
-                f"stack_size applies only to a kernel that exports __stack_pointer; "
-                f"{kernel.name} uses no stack (got stack_size={stack_size!r})"
-            )
-        if stack_size < STACK_ALIGN:
-            raise ValueError(f"stack_size must be >= {STACK_ALIGN} bytes (got {stack_size!r})")
-    defaulted = status_offset is None
-    if status_offset is None:
-        status_offset = align_up(kernel.static_end, CACHE_LINE)
-    if defaulted and pages is not None:
-        needed = Layout.build(
-            workers=workers,
-            status_offset=status_offset,
-            byte_length=MAX_PAGES * PAGE_SIZE,
-            static_end=kernel.static_end,
-            stack_size=stack_size,
-            tls_size=kernel.tls_size,
-            tls_align=kernel.tls_align,
-        ).data_offset
-        if needed >= byte_length:
-            want = needed // PAGE_SIZE + 1
-            raise LayoutError(
-                f"memory must have at least {want} pages for the pool's own regions (the "
-                f"kernel's static data, the status board, the control block, the worker "
-                f"records and {workers} workers' thread areas take {needed} bytes before any "
-                f"data), or memory=None for one that grows (got a memory of {pages} pages)"
-            )
-    return Layout.build(
-        workers=workers,
-        status_offset=status_offset,
-        byte_length=byte_length,
-        static_end=kernel.static_end,
-        stack_size=stack_size,
-        tls_size=kernel.tls_size,
-        tls_align=kernel.tls_align,
-    )
-
-
-def _check_workers(workers: int | None) -> int:
-    if workers is None:
-        return default_workers()
-    if isinstance(workers, bool):
-        raise TypeError(f"workers must be an int (got {workers!r})")
-    workers = operator.index(workers)
-    if not 1 <= workers <= MAX_WORKERS:
-        raise ValueError(f"workers must be in [1, {MAX_WORKERS}] (got {workers!r})")
-    return workers
-
-
-class WorkerPool:
+class WorkerPool(HeapArrays):
     """Run one kernel on N threads over one shared memory.
 
     Args:
@@ -370,7 +192,7 @@ class WorkerPool:
             )
         # The worker threads exist in this process only, not in a child of fork().
         self._pid = _wasmtime.process_id
-        workers = _check_workers(workers)
+        workers = check_workers(workers)
         if memory is None:
             # Room for the pool's own regions and a little data; the heap
             # grows it as arrays are made, up to what the kernel declares.
@@ -384,9 +206,9 @@ class WorkerPool:
             memory = Memory(initial, maximum=kernel.memory_maximum, shared=True)
         if spin is None:
             spin = DEFAULT_SPIN if workers <= default_workers() else 0.0
-        spin = _check_timeout(spin, "spin")
+        spin = check_timeout(spin, "spin")
         assert spin is not None
-        start_limit = _check_timeout(start_timeout, "start_timeout")
+        start_limit = check_timeout(start_timeout, "start_timeout")
         if start_limit is None or start_limit > threading.TIMEOUT_MAX:
             raise ValueError(
                 f"start_timeout must be a finite number of seconds (got {start_timeout!r})"
@@ -406,7 +228,7 @@ class WorkerPool:
                 f"so the memory's maximum must be <= {kernel.memory_maximum} "
                 f"(got maximum={memory.maximum})"
             )
-        self._layout = _plan(
+        self._layout = plan(
             kernel, workers, status_offset, stack_size, memory.byte_length, memory.pages
         )
         # Compiled here, on the caller's thread, so that a compile error is
@@ -425,7 +247,7 @@ class WorkerPool:
             # and an earlier pool may have left anything there.
             memory.view(np.uint8, offset=0, count=kernel.static_end)[:] = 0
         self._lock = threading.Lock()
-        self._state = _State.OPEN
+        self._state = State.OPEN
         # What a cancel needs, consistent under _cancel_lock: the run in
         # flight, if any, and the generation it was published as (mod 2**32).
         self._cancel_lock = threading.Lock()
@@ -462,7 +284,7 @@ class WorkerPool:
         ]
         claim.threads = [w.thread for w in self._workers]
         self._finalizer = weakref.finalize(
-            self, _shutdown, self._board, self._workers, claim, CLOSE_TIMEOUT
+            self, shutdown, self._board, self._workers, claim, CLOSE_TIMEOUT
         )
         try:
             for worker in self._workers:
@@ -475,7 +297,7 @@ class WorkerPool:
             self._host: Runner = host
         except concurrent.futures.TimeoutError:
             stuck = [w.index for w in self._workers if not w.ready.done()]
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             self._finalizer()
             still = [w.index for w in self._workers if w.thread.is_alive()]
             left = (
@@ -492,7 +314,7 @@ class WorkerPool:
                 workers=stuck,
             ) from None
         except BaseException:
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             self._finalizer()
             raise
 
@@ -517,13 +339,13 @@ class WorkerPool:
         """
         if not isinstance(kernel, Kernel):
             raise TypeError(f"kernel must be a sharedwasm.Kernel (got {type(kernel).__name__})")
-        workers = _check_workers(workers)
+        workers = check_workers(workers)
         if isinstance(data_bytes, bool):
             raise TypeError(f"data_bytes must be an int (got {data_bytes!r})")
         data_bytes = operator.index(data_bytes)
         if data_bytes < 0:
             raise ValueError(f"data_bytes must be >= 0 (got {data_bytes!r})")
-        layout = _plan(kernel, workers, status_offset, stack_size, MAX_PAGES * PAGE_SIZE)
+        layout = plan(kernel, workers, status_offset, stack_size, MAX_PAGES * PAGE_SIZE)
         pages = -(-(layout.data_offset + max(data_bytes, 1)) // PAGE_SIZE)
         if pages > MAX_PAGES:
             raise LayoutError(
@@ -593,192 +415,10 @@ class WorkerPool:
         self._check_closed()
         return self._memory.view(dtype, offset=self._layout.data_offset)
 
-    # -- arrays in the shared memory -----------------------------------------
-
-    def empty(
-        self, shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float32
-    ) -> npt.NDArray[Any]:
-        """Return a new uninitialised C-order array in the pool's heap, like `numpy.empty`.
-
-        The array lives in the shared memory (64-byte aligned), so it passes
-        to a kernel with no copy. Its block is freed when the array and every
-        view of it are gone, or at `free`. When the heap is full the memory
-        grows (after the run in flight, if any), up to its maximum.
-
-        Raises:
-            TypeError: `shape` is not an int or a tuple of ints, or `dtype`
-                is not a fixed-size dtype without Python objects.
-            ValueError: a dimension is negative.
-            OutOfMemory: the array does not fit, even at the memory's maximum.
-            PoolClosedError: the pool is closed.
-        """
-        self._check_closed()
-        dims, dt = _shape(shape), _dtype(dtype)
-        nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize if dims else dt.itemsize
-        block = self._allocate(nbytes, locked=False)
-        array = self._heap.array(block, dims, dt)
-        self._arrays.register(array, block)
-        return array
-
-    def zeros(
-        self, shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float32
-    ) -> npt.NDArray[Any]:
-        """Return a new array of zeros in the pool's heap, like `numpy.zeros` (see `empty`)."""
-        array = self.empty(shape, dtype)
-        array[...] = 0
-        return array
-
-    def full(
-        self, shape: int | tuple[int, ...], fill_value: Any, dtype: npt.DTypeLike | None = None
-    ) -> npt.NDArray[Any]:
-        """Return a new array filled with `fill_value` in the pool's heap, like `numpy.full`.
-
-        `dtype` defaults to that of `numpy.array(fill_value)`.
-        """
-        array = self.empty(shape, np.array(fill_value).dtype if dtype is None else dtype)
-        array[...] = fill_value
-        return array
-
-    def empty_like(
-        self, prototype: npt.ArrayLike, dtype: npt.DTypeLike | None = None
-    ) -> npt.NDArray[Any]:
-        """Return a new uninitialised array of `prototype`'s shape and dtype in the heap."""
-        proto = np.asarray(prototype)
-        return self.empty(proto.shape, proto.dtype if dtype is None else dtype)
-
-    def zeros_like(
-        self, prototype: npt.ArrayLike, dtype: npt.DTypeLike | None = None
-    ) -> npt.NDArray[Any]:
-        """Return a new array of zeros of `prototype`'s shape and dtype in the heap."""
-        proto = np.asarray(prototype)
-        return self.zeros(proto.shape, proto.dtype if dtype is None else dtype)
-
-    def full_like(
-        self, prototype: npt.ArrayLike, fill_value: Any, dtype: npt.DTypeLike | None = None
-    ) -> npt.NDArray[Any]:
-        """Return a new array of `prototype`'s shape and dtype filled with `fill_value`."""
-        proto = np.asarray(prototype)
-        return self.full(proto.shape, fill_value, proto.dtype if dtype is None else dtype)
-
-    def asarray(self, a: npt.ArrayLike, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
-        """Return `a` as an array of the pool's heap: itself if it already is one, else a copy.
-
-        Like `numpy.asarray`, a conversion happens only when it must: an
-        array of this heap with the dtype asked for is returned as it is;
-        anything else is copied once into a new block (in C order).
-        """
-        if isinstance(a, np.ndarray) and (dtype is None or a.dtype == np.dtype(dtype)):
-            hit = self._arrays.known.get(id(a))
-            if hit is not None and hit[0]() is a and hit[1].live:
-                same: npt.NDArray[Any] = a
-                return same
-        source = np.asarray(a, dtype=dtype)
-        array = self.empty(source.shape, source.dtype)
-        array[...] = source
-        return array
-
-    def partials(self, dtype: npt.DTypeLike = np.float64, fill: Any = 0) -> npt.NDArray[Any]:
-        """Return an array with one element per worker, reset to `fill` before each run it is in.
-
-        For reductions: worker `i` adds its share's result into element
-        `sw_worker_index()` (C: `SW_PARTIAL(p) += ...`), and the caller
-        combines the N elements after the run, in worker order, so a static
-        run's result is the same on every run. Use `fill=0` for a sum,
-        `-inf` for a max, `inf` for a min. Nothing needs resetting by hand:
-        the pool writes `fill` over the array as it binds it to a run.
-        """
-        dt = _dtype(dtype)
-        array = self.empty(self.workers, dt)
-        array[...] = fill
-        hit = self._arrays.known[id(array)]
-        hit[1].fill = (dt, fill)
-        return array
-
-    def free(self, a: npt.NDArray[Any]) -> None:
-        """Free the heap block that `a` (an array of this pool's heap, or a view of one) is in.
-
-        At once, whatever views still exist: using them afterwards reads and
-        writes memory that a later array may own, and passing them to a run
-        is refused. Freeing the same block twice is a no-op.
-
-        Raises:
-            TypeError: `a` is not a numpy array.
-            ValueError: `a` is not in this pool's heap.
-        """
-        if not isinstance(a, np.ndarray):
-            raise TypeError(f"a must be a numpy array of the pool's heap (got {_describe(a)})")
-        hit = self._arrays.known.get(id(a))
-        if hit is not None and hit[0]() is a:
-            block: Block | None = hit[1]
-        else:
-            try:
-                block, _ = self._arrays.locate(a)
-            except ValueError as exc:
-                raise ValueError(f"a must be an array of {self.name}'s heap: it {exc}") from None
-        if block is None:
-            raise ValueError(f"a must be an array of {self.name}'s heap (got {_describe(a)})")
-        self._heap.free(block)
-
-    def _temporary(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
-        """An array for one run's copy of an ordinary array; the run lock is held."""
-        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-        block = self._allocate(nbytes, locked=True)
-        return self._heap.array(block, shape, dtype)
-
-    def _allocate(self, nbytes: int, *, locked: bool) -> Block:
-        """Allocate `nbytes` in the heap, growing the memory when it must.
-
-        The memory never grows while a run is in flight: growing takes the
-        run lock (unless the caller holds it: `locked`) and waits for a run
-        left in the background.
-        """
-        heap = self._heap
-        heap.extend(self._memory.byte_length)  # a kernel may have grown it
-        block = heap.allocate(nbytes)
-        if block is not None:
-            return block
-        if locked:
-            return self._grow_for(nbytes)
-        with self._lock:
-            self._check_open()
-            if self._flight is not None:
-                self._enter_runner()
-                try:
-                    self._wait(None, 0)
-                finally:
-                    self._leave_runner()
-                self._land()
-            return self._grow_for(nbytes)
-
-    def _grow_for(self, nbytes: int) -> Block:
-        memory, heap = self._memory, self._heap
-        heap.extend(memory.byte_length)
-        block = heap.allocate(nbytes)
-        if block is not None:
-            return block
-        short = heap.shortfall(nbytes)
-        needed = -(-short // PAGE_SIZE)
-        room = memory.maximum - memory.pages
-        if needed > room:
-            available = max(heap.largest_free, heap.tail_free + room * PAGE_SIZE)
-            raise OutOfMemory(
-                f"{self.name} cannot allocate {nbytes} bytes: its heap has {available} bytes "
-                f"in one piece at most, with the memory grown to its maximum of "
-                f"{memory.maximum} pages ({memory.maximum * PAGE_SIZE} bytes); free arrays "
-                "or use a memory with a larger maximum",
-                requested=nbytes,
-                available=available,
-            )
-        memory.grow(min(room, max(needed, memory.pages // GROWTH)))
-        heap.extend(memory.byte_length)
-        block = heap.allocate(nbytes)
-        assert block is not None
-        return block
-
     # -- running -------------------------------------------------------------
 
     def _check_closed(self) -> None:
-        if self._state is _State.CLOSED:
+        if self._state is State.CLOSED:
             raise PoolClosedError(f"{self.name} is closed")
 
     def _check_open(self) -> None:
@@ -788,7 +428,7 @@ class WorkerPool:
                 f"{self.name} belongs to process {self._pid}, not to this child of fork(): "
                 "its worker threads do not exist here; close it and create a new WorkerPool"
             )
-        if self._state is _State.BROKEN:
+        if self._state is State.BROKEN:
             raise BrokenPoolError(f"{self.name} is broken by an earlier failure")
 
     def _wait(self, deadline: float | None, spin_ns: int) -> bool:
@@ -811,7 +451,7 @@ class WorkerPool:
             self._check_open()
             dead = [w for w in self._workers if not w.thread.is_alive()]
             if dead:
-                self._state = _State.BROKEN
+                self._state = State.BROKEN
                 raise BrokenPoolError(
                     f"{self.name}: worker thread {dead[0].thread.name} died"
                 ) from (dead[0].failure[1] if dead[0].failure else None)
@@ -857,7 +497,7 @@ class WorkerPool:
         EXIT over the board): that is the error to report.
         """
         self._check_closed()
-        self._state = _State.BROKEN
+        self._state = State.BROKEN
         raise BrokenPoolError(
             f"{self.name} is broken: {what}. The status board and control block live in "
             "the kernel's memory, so a kernel that writes outside its data (a stray "
@@ -1041,11 +681,11 @@ class WorkerPool:
     ) -> RunResult:
         if type(run_id) is not str and not isinstance(run_id, str):
             raise TypeError(
-                f"run_id must be a str (got {_describe(run_id)}); the kernel's arguments "
+                f"run_id must be a str (got {describe(run_id)}); the kernel's arguments "
                 "follow it: pool.run('label', x, y)"
             )
         binder = self._binder(entry)
-        timeout = _check_timeout(timeout)
+        timeout = check_timeout(timeout)
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # centuries: no limit, which Lock.acquire also accepts
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -1135,7 +775,7 @@ class WorkerPool:
             return
         # Queued behind another run: wake now and then, so that a cancelled
         # task's thread leaves the queue (an event loop's shutdown joins it).
-        while not self._lock.acquire(timeout=_INTERRUPT_EVERY):
+        while not self._lock.acquire(timeout=INTERRUPT_EVERY):
             if ticket.cancelled:
                 raise RunCancelled(f"run {run_id!r} was cancelled before it started")
             if deadline is not None and time.monotonic() >= deadline:
@@ -1171,9 +811,9 @@ class WorkerPool:
         grace_end = time.monotonic() + CANCEL_GRACE
         stopped = False
         while not stopped and time.monotonic() < grace_end:
-            stopped = self._wait(min(grace_end, time.monotonic() + _INTERRUPT_EVERY), 0)
+            stopped = self._wait(min(grace_end, time.monotonic() + INTERRUPT_EVERY), 0)
             if not stopped:
-                _interrupt(self._memory)
+                interrupt(self._memory)
         if not stopped:
             how = (
                 "it did not stop when interrupted (a kernel blocked in memory.atomic.wait "
@@ -1219,14 +859,14 @@ class WorkerPool:
     def _cancel(self, ticket: _Ticket) -> bool:
         with self._cancel_lock:
             ticket.cancelled = True
-            if self._state is _State.CLOSED:
+            if self._state is State.CLOSED:
                 return False  # the board may be another pool's by now
             if self._flight is not ticket or ticket.generation is None:
                 return False
             # CANCEL before the epoch bump: a worker the bump makes check
             # must see it (see _runner._interrupt_check).
             self._board.store(Control.CANCEL, as_i32(ticket.generation))
-        _interrupt(self._memory)
+        interrupt(self._memory)
         return True
 
     def _collect(
@@ -1277,7 +917,7 @@ class WorkerPool:
         traps: list[tuple[KernelTrap, BaseException]] = []
         for index, error in failures:
             if not isinstance(error, wasmtime.Trap | wasmtime.WasmtimeError):
-                self._state = _State.BROKEN
+                self._state = State.BROKEN
                 raise BrokenPoolError(
                     f"worker {index} of {self.name} failed outside the kernel: {error!r}"
                 ) from error
@@ -1384,15 +1024,21 @@ class WorkerPool:
         """
         self._check_open()  # before the lock, as in _run
         with self._lock:
-            self._check_open()
-            if self._flight is not None:
-                self._enter_runner()
-                try:
-                    self._wait(None, 0)
-                finally:
-                    self._leave_runner()
-                self._land()
-            return self._memory.grow(delta_pages)
+            self._quiesce()
+            previous = self._memory.grow(delta_pages)
+            self._heap.extend(self._memory.byte_length)
+            return previous
+
+    def _quiesce(self) -> None:
+        """With the run lock held: wait for a run left in flight (after a timeout) to end."""
+        self._check_open()
+        if self._flight is not None:
+            self._enter_runner()
+            try:
+                self._wait(None, 0)
+            finally:
+                self._leave_runner()
+            self._land()
 
     def close(self) -> None:
         """Stop the workers and release the memory's board. Idempotent.
@@ -1403,6 +1049,6 @@ class WorkerPool:
         threads exit; a worker that cannot be interrupted and is stuck in a
         kernel call is left to finish as a daemon thread.
         """
-        if self._state is not _State.CLOSED:
-            self._state = _State.CLOSED
+        if self._state is not State.CLOSED:
+            self._state = State.CLOSED
             self._finalizer()
