@@ -401,3 +401,52 @@ def test_a_memory_too_small_for_the_pools_regions_says_so(image_kernel: sw.Kerne
         sw.LayoutError, match=r"memory must have at least 3 pages for the pool's own"
     ):
         sw.WorkerPool(image_kernel, sw.Memory(1, 16), workers=2)
+
+
+GATE = """(module
+  (import "env" "memory" (memory 1 65536 shared))
+  ;; Spins until gate[0] is non-zero, then writes 7 over out[start, end).
+  (func (export "entry:gated") (param $s i32) (param $e i32) (param $gate i32) (param $out i32)
+    (block $open (loop $wait
+      (br_if $open (i32.atomic.load (local.get $gate)))
+      (br $wait)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $s) (local.get $e)))
+      (i32.store (i32.add (local.get $out) (i32.shl (local.get $s) (i32.const 2))) (i32.const 7))
+      (local.set $s (i32.add (local.get $s) (i32.const 1)))
+      (br $next)))))"""
+
+
+def test_a_run_left_in_flight_keeps_its_copies_allocated() -> None:
+    """After a RunTimeout the run goes on: its temporary blocks are not reused until it ends."""
+    from sharedwasm import atomics
+
+    with sw.WorkerPool(sw.Kernel.from_wat(GATE), workers=2) as pool:
+        gate = pool.zeros(1, np.int32)
+        out = np.zeros(4096, np.int32)  # ordinary: copied into a temporary block
+        with pytest.warns(sw.CopyWarning), pytest.raises(sw.RunTimeout, match="keeps running"):
+            pool.run("held", gate, out, elements=len(out), timeout=0.2)
+        live_during, _ = pool._heap.snapshot()
+        assert len(live_during) == 2  # the gate and the run's copy of `out`
+        fresh = pool.zeros(4096, np.int32)  # allocated beside the copy, not over it
+        fresh_at = fresh.__array_interface__["data"][0] - pool.memory._base
+        assert all(not (lo <= fresh_at < hi) for lo, hi in live_during)
+        atomics.store(gate, 0, 1)
+        pool.run("next", gate, fresh, elements=len(fresh), timeout=TIMEOUT)  # after the first
+        live_after, _ = pool._heap.snapshot()
+        assert len(live_after) == 2  # the gate and `fresh`: the copy was let go
+        assert (fresh == 7).all()
+        assert not out.any()  # a run that timed out is not copied back
+
+
+async def _run_async_with_arguments(pool: sw.WorkerPool) -> None:
+    x = pool.asarray(np.arange(8, dtype=np.float32))
+    y = pool.zeros(8, np.float32)
+    await pool.run_async("a", 2.0, x, y=y, entry="saxpy", timeout=TIMEOUT)
+    np.testing.assert_array_equal(y, 2 * np.arange(8, dtype=np.float32))
+
+
+def test_run_async_takes_the_same_arguments(pool: sw.WorkerPool) -> None:
+    import asyncio
+
+    asyncio.run(_run_async_with_arguments(pool))

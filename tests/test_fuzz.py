@@ -56,8 +56,8 @@ from conftest import KERNELS, TIMEOUT, pool_threads
 from sharedwasm import atomics
 from sharedwasm._builtin import KERNEL_DIR
 from sharedwasm._layout import CACHE_LINE, align_up
-from sharedwasm._partition import partitions
 from sharedwasm._lifecycle import default_workers
+from sharedwasm._partition import partitions
 from sharedwasm.testing import wait_until
 from strategies import INT_DTYPES, VIEW_DTYPES
 
@@ -1203,3 +1203,30 @@ def test_regression_inputs_do_not_break_the_sandbox(sandbox: Sandbox) -> None:
     outcome = sandbox.compile("wat", module(MEMORY, ENTRY))
     assert outcome.accepted
     assert sandbox.spawns in (spawns, spawns + 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    record=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=12,
+    ),
+    raw=st.booleans(),
+    noise=st.binary(max_size=16),
+)
+def test_any_signature_record_is_read_or_refused_with_kernel_error(record, raw, noise) -> None:
+    """Whatever a module's sharedwasm.entries section holds, Kernel says yes or KernelError."""
+    from sharedwasm._build import _custom_section
+
+    wat = (
+        '(module (import "env" "memory" (memory 1 65536 shared)) '
+        '(func (export "entry:f") (param i32 i32 i32 f64)))'
+    )
+    payload = noise if raw else json.dumps({"version": 1, "entries": {"f": record}}).encode()
+    wasm = wasmtime.wat2wasm(wat) + _custom_section("sharedwasm.entries", payload)
+    try:
+        kernel = sw.Kernel.from_bytes(wasm)
+    except sw.KernelError:
+        return
+    assert [p.wasm_type for p in kernel.entries["f"].params] == ["i32", "f64"]
