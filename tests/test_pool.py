@@ -426,7 +426,9 @@ def test_kernel_and_memory_of_the_wrong_type_are_refused(
     """Passing something other than a Kernel or a Memory raises TypeError naming the argument."""
     with pytest.raises(TypeError, match=r"kernel must be a sharedwasm.Kernel \(got bytes\)"):
         make_pool(b"\0asm", sw.Memory(1, 4))
-    with pytest.raises(TypeError, match=r"memory must be a sharedwasm.Memory or None \(got bytearray\)"):
+    with pytest.raises(
+        TypeError, match=r"memory must be a sharedwasm.Memory or None \(got bytearray\)"
+    ):
         make_pool(kernel("empty"), bytearray(sw.PAGE_SIZE))
 
 
