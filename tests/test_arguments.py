@@ -177,8 +177,11 @@ def test_ordinary_arrays_are_copied_in_and_back_with_one_warning(pool: sw.Worker
     x = np.arange(1000, dtype=np.float32)
     y = np.ones(1000, dtype=np.float32)
     x_before = x.copy()
-    with pytest.warns(sw.CopyWarning, match=r"copied a 4000-byte numpy array .* pool.asarray"):
+    with pytest.warns(
+        sw.CopyWarning, match=r"copied a 4000-byte numpy array .* pool.asarray"
+    ) as caught:
         pool.run("c1", 2.0, x, y, entry="saxpy", timeout=TIMEOUT)
+    assert caught[0].filename == __file__  # it points at the call
     np.testing.assert_array_equal(y, 2 * x_before + 1)  # written back
     np.testing.assert_array_equal(x, x_before)
     with warnings.catch_warnings():

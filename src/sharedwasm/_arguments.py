@@ -310,7 +310,8 @@ def _unrolled(entry: Entry, setters: list[Callable[[object, list[Copy]], int | N
             lines.append(f"    s{j}(args[{j}], copies)")
     lines.append("    return first")
     namespace: dict[str, Any] = {f"s{j}": setter for j, setter in enumerate(setters)}
-    exec("\n".join(lines), namespace)
+    code = compile("\n".join(lines), f"<sharedwasm arguments of {entry.name}>", "exec")
+    exec(code, namespace)
     store: Store = namespace["store"]
     return store
 

@@ -15,7 +15,9 @@ import collections
 import concurrent.futures
 import itertools
 import operator
+import os
 import statistics as _statistics
+import sys
 import threading
 import time
 import warnings
@@ -125,6 +127,22 @@ class _Ticket:
 def _discard_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep
+
+
+def _caller_stacklevel() -> int:
+    """The `stacklevel` that makes a warning point at the first frame outside sharedwasm."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE)
+        or frame.f_code.co_filename.startswith("<sharedwasm")
+    ):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class WorkerPool(HeapArrays):
@@ -267,7 +285,7 @@ class WorkerPool(HeapArrays):
         self._heap = Heap(memory, lay.data_offset)
         self._arrays = Arrays(memory, self._heap)
         self._slots = Slots(memory, lay)
-        self._binders: dict[str, Binder] = {}
+        self._binders: dict[str | None, Binder] = {}
         self._copy_warned = False
         # What a run in flight uses: its arguments and copies stay referenced
         # (so no block it writes can be reused) until the run has landed.
@@ -625,11 +643,11 @@ class WorkerPool(HeapArrays):
         )
 
     def _binder(self, entry: str | None) -> Binder:
-        binder = self._binders.get(entry)  # type: ignore[arg-type]
+        binder = self._binders.get(entry)
         if binder is None:
             chosen = self._entry(entry)
             binder = Binder(chosen, self._slots, self._arrays, self._temporary, self._warn_copy)
-            self._binders[entry] = binder  # type: ignore[index]
+            self._binders[entry] = binder
         return binder
 
     def _entry(self, entry: str | None) -> Entry:
@@ -663,7 +681,7 @@ class WorkerPool(HeapArrays):
                     "arrays with pool.asarray / empty / zeros / full to pass them with no copy. "
                     "Shown once per pool."
                 ),
-                stacklevel=5,
+                stacklevel=_caller_stacklevel(),
             )
 
     def _run(
@@ -679,7 +697,7 @@ class WorkerPool(HeapArrays):
         timeout: float | None,
         ticket: _Ticket,
     ) -> RunResult:
-        if type(run_id) is not str and not isinstance(run_id, str):
+        if not isinstance(run_id, str):
             raise TypeError(
                 f"run_id must be a str (got {describe(run_id)}); the kernel's arguments "
                 "follow it: pool.run('label', x, y)"
