@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import os
 import threading
+import types
+from collections.abc import Mapping
 from pathlib import Path
 
 import wasmtime
@@ -91,10 +93,12 @@ class Kernel:
                 f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
             ) from exc
         self.memory_minimum, self.memory_maximum = self._check_abi(module, sigs)
-        self.entries: dict[str, Entry] = read_entries(
-            sigs.exported_functions,
-            sigs.exports,
-            _binary.custom_section(wasm, SIGNATURE_SECTION),
+        self.entries: Mapping[str, Entry] = types.MappingProxyType(
+            read_entries(
+                sigs.exported_functions,
+                sigs.exports,
+                _binary.custom_section(wasm, SIGNATURE_SECTION),
+            )
         )
         """The functions a pool can run, by entry name, in the module's export order."""
         self._read_statics(sigs, statics)
