@@ -56,6 +56,13 @@ SW_KERNEL(offset64, start, end, int64_t *x, long long k, double scale, int8_t sm
     for (uint32_t i = start; i < end; i++) x[i] = (int64_t)(x[i] * scale) + k + small;
 }
 
+SW_KERNEL(fail_at, start, end, const float *restrict x, float *const out, uint32_t at) {
+    for (uint32_t i = start; i < end; i++) {
+        if (i == at) __builtin_trap();
+        out[i] = x[i];
+    }
+}
+
 /* Not an entry: an ordinary exported helper. */
 __attribute__((export_name("helper"))) void helper(uint32_t a, uint32_t b) {}
 """
@@ -110,7 +117,15 @@ def pool(image_kernel: sw.Kernel) -> Iterator[sw.WorkerPool]:
 
 def test_entries_carry_the_c_signatures(image_kernel: sw.Kernel) -> None:
     entries = image_kernel.entries
-    assert list(entries) == ["saxpy", "row_sums", "sum", "max", "threshold", "offset64"]
+    assert list(entries) == [
+        "saxpy",
+        "row_sums",
+        "sum",
+        "max",
+        "threshold",
+        "offset64",
+        "fail_at",
+    ]
     assert str(entries["saxpy"]) == "saxpy(start, end, real a, const float *x, float *y)"
     x = entries["saxpy"].params[1]
     assert (x.pointer, x.const, x.dtype, x.wasm_type) == (True, True, np.dtype(np.float32), "i32")
@@ -165,6 +180,23 @@ def test_a_pipeline_of_two_entries_over_the_same_arrays(pool: sw.WorkerPool) -> 
     pool.run("t2", out, again, t=1, entry="threshold", schedule="dynamic", timeout=TIMEOUT)
     np.testing.assert_array_equal(out, np.where(img >= 128, 255, 0))
     np.testing.assert_array_equal(again, out)
+
+
+def test_pointer_qualifiers_and_traps_name_the_entry(pool: sw.WorkerPool) -> None:
+    """`const float *restrict`, `float *const`: still arrays; a trap names the entry it was in."""
+    x, out = pool.asarray(np.arange(10, dtype=np.float32)), pool.zeros(10, np.float32)
+    assert [str(p) for p in pool.kernel.entries["fail_at"].params] == [
+        "const float *restrict x",
+        "float *const out",
+        "uint32_t at",
+    ]
+    pool.run("copy", x, out, 99, entry="fail_at", timeout=TIMEOUT)
+    np.testing.assert_array_equal(out, x)
+    with pytest.raises(sw.KernelTrap, match=r"worker 1 trapped in fail_at\(5, 10\)") as info:
+        pool.run("trap", x, out, 7, entry="fail_at", timeout=TIMEOUT)
+    assert info.value.entry == "fail_at"
+    with pytest.raises(TypeError, match=r"'out' \(float \*const out\) must be a float32 array"):
+        pool.run("bad", x, x.astype(np.float64), 99, entry="fail_at")
 
 
 def test_wide_scalar_types(pool: sw.WorkerPool) -> None:

@@ -254,3 +254,85 @@ def test_close_terminates_the_workers(page: Page, site: Path) -> None:
             page.wait_for_timeout(50)
             waited += 50
         assert page.workers == []
+
+
+ENTRIES_C = Path(__file__).resolve().parent / "js" / "fixtures" / "entries.c"
+
+# Runs in the page: a pool that makes its own memory, two arrays of its heap
+# made from the served input, then three entries of one module on them.
+RUN_ENTRIES_IN_PAGE = """
+async ({workers, schedule, chunk, clamp}) => {
+  const { createPool } = await import("/_sharedwasm/sharedwasm.mjs");
+  const input = await (await fetch("/input.bin")).arrayBuffer();
+  const n = input.byteLength / 8;
+  const b64 = (view) => {
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(text);
+  };
+  const pool = await createPool({ url: "/entries.wasm", workers });
+  try {
+    const pages = pool.memory.buffer.byteLength / 65536;
+    const x = pool.asarray(new Float32Array(input, 0, n));
+    const y = pool.asarray(new Float32Array(input, 4 * n, n));
+    const how = schedule === "dynamic" ? { schedule, chunk } : {};
+    const saxpy = await pool.run("saxpy", { args: [2.5, x, y], entry: "saxpy", ...how });
+    const afterSaxpy = b64(y);
+    await pool.run("clamp", { args: { y, ...clamp }, entry: "clamp_scale", ...how });
+    const partial = pool.partials();
+    await pool.run("sum", { args: [x, partial], entry: "sum", ...how });
+    return {
+      pages, saxpy: afterSaxpy, clamp: b64(y), partial: b64(partial),
+      total: partial.reduce((a, b) => a + b, 0),
+      elements: saxpy.done.map((d) => d.elements),
+    };
+  } finally {
+    await pool.close();
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(("workers", "schedule"), [(2, "static"), (3, "static"), (3, "dynamic")])
+def test_entries_with_arguments_equal_the_python_pool(
+    page: Page, site: Path, workers: int, schedule: str
+) -> None:
+    """Several entries of one module, on the same arrays, leave the Python pool's bytes."""
+    kernel = sw.Kernel.from_file(sw.build(ENTRIES_C, site / "entries.wasm"))
+    rng = np.random.default_rng(workers)
+    n = 50_003
+    # Integer-valued floats: their sum is exact in any order, as a dynamic run's is.
+    x = rng.integers(-1000, 1000, n).astype(np.float32)
+    y = rng.uniform(-900.0, 900.0, n).astype(np.float32)
+    (site / "input.bin").write_bytes(x.tobytes() + y.tobytes())
+    clamp: dict[str, Any] = {"limit": 500.0, "scale": 0.75, "bias": -(2**40), "shift": 33}
+    how: dict[str, Any] = {"schedule": schedule, "chunk": 97} if schedule == "dynamic" else {}
+
+    with sw.WorkerPool(kernel, workers=workers) as pool:
+        pages = pool.memory.pages
+        px, py = pool.asarray(x), pool.asarray(y)
+        pool.run("saxpy", 2.5, px, py, entry="saxpy", **how)
+        after_saxpy = py.tobytes()
+        pool.run("clamp", py, entry="clamp_scale", **clamp, **how)
+        after_clamp = py.tobytes()
+        partial = pool.partials()
+        pool.run("sum", px, partial, entry="sum", **how)
+        partial_bytes, total = partial.tobytes(), float(partial.sum())
+
+    with serving(site) as url:
+        page.goto(url)
+        got: dict[str, Any] = page.evaluate(
+            RUN_ENTRIES_IN_PAGE,
+            {"workers": workers, "schedule": schedule, "chunk": 97, "clamp": clamp},
+        )
+    assert got["pages"] == pages
+    assert base64.b64decode(got["saxpy"]) == after_saxpy
+    assert base64.b64decode(got["clamp"]) == after_clamp
+    assert got["total"] == total == float(x.astype(np.float64).sum())
+    assert sum(got["elements"]) == n
+    if schedule == "static":
+        # The same ranges per worker, so the same partial sums, bit for bit.
+        assert base64.b64decode(got["partial"]) == partial_bytes

@@ -133,12 +133,18 @@ class Entry:
         return tuple(p.wasm_type for p in self.params)
 
 
+_TOP_QUALIFIERS = re.compile(r"\*(\s*\b(const|volatile|restrict|__restrict|__restrict__)\b)+\s*$")
+"""Qualifiers of the pointer itself (`float *const x`, `float *restrict x`): they say
+nothing about the array, so they are dropped before the pointee is read."""
+
+
 def c_param(name: str, written: str, canonical: str) -> Param:
     """Describe a parameter of C type `canonical` (typedefs resolved); `written` is for messages.
 
     Raises:
         ValueError: the type cannot be passed to a kernel entry.
     """
+    canonical = _TOP_QUALIFIERS.sub("*", canonical.strip())
     if canonical.rstrip().endswith("*") or "[" in canonical:
         pointee = canonical.rstrip()
         pointee = pointee[: pointee.rindex("*")] if pointee.endswith("*") else pointee

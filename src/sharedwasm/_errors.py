@@ -96,6 +96,7 @@ class KernelTrap(SharedWasmError, RuntimeError):
         end: one past the last element of that worker's partition.
         trap: wasmtime's trap message.
         traps: every trap of the run, this one first, when several workers trapped.
+        entry: the name of the entry that was called.
     """
 
     def __init__(
@@ -106,12 +107,14 @@ class KernelTrap(SharedWasmError, RuntimeError):
         trap: str,
         traps: Sequence[KernelTrap] = (),
         hint: str = "",
+        entry: str = "compute_partition",
     ) -> None:
         cause = error_cause(trap, "trap")
         super().__init__(
-            f"worker {worker_index} trapped in compute_partition({start}, {end}): {cause}"
+            f"worker {worker_index} trapped in {entry}({start}, {end}): {cause}"
             + (f" ({hint})" if hint else "")
         )
+        self.entry = entry
         self.worker_index = worker_index
         self.start = start
         self.end = end

@@ -286,6 +286,8 @@ class WorkerPool(HeapArrays):
         self._arrays = Arrays(memory, self._heap)
         self._slots = Slots(memory, lay)
         self._binders: dict[str | None, Binder] = {}
+        self._entry_name = "compute_partition"
+        """The entry of the run in flight or last run, for trap messages."""
         self._copy_warned = False
         # What a run in flight uses: its arguments and copies stay referenced
         # (so no block it writes can be reused) until the run has landed.
@@ -739,6 +741,7 @@ class WorkerPool(HeapArrays):
             raw_args[4].i32 = standby
             raw_args[5].i32 = size
             raw_args[6].i32 = binder.entry.index
+            self._entry_name = binder.entry.name
             with self._cancel_lock:
                 if ticket.cancelled:
                     raise RunCancelled(f"run {run_id!r} was cancelled before it started")
@@ -946,7 +949,19 @@ class WorkerPool(HeapArrays):
                 int(self._records32[b32 + _CUR_START]),
                 int(self._records32[b32 + _CUR_END]),
             )
-            traps.append((KernelTrap(index, start, end, str(error), hint=self._hint(error)), error))
+            traps.append(
+                (
+                    KernelTrap(
+                        index,
+                        start,
+                        end,
+                        str(error),
+                        hint=self._hint(error),
+                        entry=self._entry_name,
+                    ),
+                    error,
+                )
+            )
         if traps:
             first, cause = traps[0]
             raise KernelTrap(
@@ -956,6 +971,7 @@ class WorkerPool(HeapArrays):
                 first.trap,
                 [t for t, _ in traps[1:]],
                 hint=self._hint(cause),
+                entry=self._entry_name,
             ) from cause
         # Closed during the run: that is the error to report.
         self._check_open()

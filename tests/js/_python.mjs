@@ -41,3 +41,42 @@ def layout_as_js(lay):
                     for i in range(lay.workers)],
     }
 `;
+
+/**
+ * Build test kernels with the Python package, in one process: `c` maps a
+ * name to a C source (compiled with `sharedwasm.build`, several files per
+ * name if the value is an array), `wat` maps a name to WebAssembly text.
+ * Returns `{name: Buffer}` of the modules' bytes.
+ */
+export function buildKernels({ c = {}, wat = {} } = {}) {
+  const built = pythonJson(
+    `
+import base64, json, sys, tempfile, pathlib
+import wasmtime
+import sharedwasm as sw
+
+sources = json.loads(sys.argv[1])
+out = {}
+with tempfile.TemporaryDirectory(prefix="sharedwasm-js-") as tmp:
+    for name, files in sources["c"].items():
+        paths = []
+        for i, text in enumerate(files if isinstance(files, list) else [files]):
+            path = pathlib.Path(tmp, f"{name}_{i}.c")
+            path.write_text(text)
+            paths.append(str(path))
+        wasm = sw.build(paths, str(pathlib.Path(tmp, f"{name}.wasm")))
+        out[name] = base64.b64encode(pathlib.Path(wasm).read_bytes()).decode()
+for name, text in sources["wat"].items():
+    out[name] = base64.b64encode(wasmtime.wat2wasm(text)).decode()
+print(json.dumps(out))
+`,
+    { args: [JSON.stringify({ c, wat })] },
+  );
+  return Object.fromEntries(
+    Object.entries(built).map(([name, b64]) => [name, Buffer.from(b64, "base64")]),
+  );
+}
+
+/** `bytes` (a Buffer or typed array) as base64, for handing to Python. */
+export const base64 = (bytes) =>
+  Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");

@@ -66,8 +66,7 @@ const PY = pythonJson(
     `
 import base64, json, sys
 import wasmtime
-from sharedwasm import Kernel, KernelError
-from sharedwasm._pool import _plan
+from sharedwasm import Kernel, KernelError, Memory, WorkerPool
 
 path, wats, stack_sizes = json.loads(sys.argv[1])
 kernel = Kernel.from_file(path)
@@ -75,8 +74,8 @@ layouts = {}
 for stack_size in stack_sizes:
     for workers in range(1, 5):
         # The pool's own defaults (status offset, stack size) for this kernel.
-        lay = _plan(kernel, workers, None, stack_size or None, 8 * 65536)
-        layouts[f"{stack_size}:{workers}"] = layout_as_js(lay)
+        with WorkerPool(kernel, Memory(8, 8), workers, stack_size=stack_size or None) as pool:
+            layouts[f"{stack_size}:{workers}"] = layout_as_js(pool.layout)
 modules, errors = {}, {}
 for name, text in wats.items():
     wasm = wasmtime.wat2wasm(text)

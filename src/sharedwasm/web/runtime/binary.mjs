@@ -3,7 +3,9 @@
 // WebAssembly.Module's reflection does not tell (it gives names and kinds
 // only). That is the initial values of the exported i32 globals (where a C
 // kernel's static data ends, its thread-local block's size), where the active
-// data segments end, and the signatures of the exported functions.
+// data segments end, the signatures of the exported functions (the entries'
+// parameters), the limits of the imported memory, the function names of the
+// name section and the payloads of custom sections (the signature record).
 //
 // It reads modules that have already compiled, so it assumes well-formed
 // input; an encoding it does not know throws a RangeError.
@@ -11,6 +13,8 @@
 const VALTYPES = { 0x7f: "i32", 0x7e: "i64", 0x7d: "f32", 0x7c: "f64", 0x7b: "v128" };
 const PACKED = { 0x78: "i8", 0x77: "i16" };
 const KINDS = ["function", "table", "memory", "global", "tag"];
+/** Export kinds as the Python reader names them, for the same messages. */
+const EXPORT_KINDS = ["func", "table", "memory", "global", "tag"];
 const UTF8 = new TextDecoder();
 
 class Reader {
@@ -77,10 +81,12 @@ class Reader {
     return value;
   }
 
+  /** Read memory or table limits: `{minimum, maximum (null if none), shared}`. */
   limits() {
     const flags = this.byte();
-    this.uleb();
-    if (flags & 1) this.uleb();
+    const minimum = this.uleb();
+    const maximum = flags & 1 ? this.uleb() : null;
+    return { minimum, maximum, shared: Boolean(flags & 2) };
   }
 
   comptype() {
@@ -121,11 +127,18 @@ class LongExpression extends Error {}
  * @returns {{globals: Map<string, {value: number | null, mutable: boolean}>,
  *   activeDataEnd: number, namedGlobals: Map<string, number>,
  *   exportedGlobalIndices: Set<number>,
- *   exportedFunctions: Map<string, {params: string[], results: string[]} | null>}}
+ *   exportedFunctions: Map<string, {params: string[], results: string[]} | null>,
+ *   exports: Map<string, string>, functionNames: string[],
+ *   customSections: Map<string, Uint8Array>,
+ *   memoryImport: {minimum: number, maximum: number | null, shared: boolean} | null}}
  *   `globals` holds the exported i32 globals the module defines, with their
  *   initial value (null if it is not a plain constant); `namedGlobals` the
  *   global indices of the name section; a signature is null for a function
- *   of a non-function type.
+ *   of a non-function type. `exports` gives every export's kind ("func",
+ *   "table", "memory", "global" or "tag") in the export section's order,
+ *   which is the order of the entries; `customSections` the payload of the
+ *   last custom section of each name; `memoryImport` the limits of
+ *   env.memory, if the module imports it.
  * @throws {RangeError} the bytes end early or use an encoding this reader does not know
  */
 export function readModule(bytes) {
@@ -136,13 +149,19 @@ export function readModule(bytes) {
   const exportedGlobals = new Map();
   const exportedFuncs = new Map();
   const namedGlobals = new Map();
+  const exports = new Map();
+  const functionNames = [];
+  const customSections = new Map();
+  let memoryImport = null;
   let importedGlobals = 0;
   let activeDataEnd = 0;
   r.pos = 8;
   while (r.pos < bytes.length) {
     const section = r.byte();
     const end = r.uleb() + r.pos;
-    if (section === 0 && r.name() === "name") {
+    const custom = section === 0 ? r.name() : null;
+    if (custom !== null) customSections.set(custom, bytes.subarray(r.pos, end));
+    if (custom === "name") {
       while (r.pos < end) {
         const sub = r.byte();
         const subEnd = r.uleb() + r.pos;
@@ -150,6 +169,11 @@ export function readModule(bytes) {
           for (let i = r.uleb(); i > 0; i--) {
             const index = r.uleb();
             namedGlobals.set(r.name(), index);
+          }
+        } else if (sub === 1) {
+          for (let i = r.uleb(); i > 0; i--) {
+            r.uleb();
+            functionNames.push(r.name());
           }
         }
         r.pos = subEnd;
@@ -165,8 +189,8 @@ export function readModule(bytes) {
       }
     } else if (section === 2) {
       for (let i = r.uleb(); i > 0; i--) {
-        r.name();
-        r.name();
+        const from = r.name();
+        const field = r.name();
         const kind = KINDS[r.byte()];
         if (kind === "function") {
           funcTypes.push(r.uleb());
@@ -174,7 +198,8 @@ export function readModule(bytes) {
           r.valtype();
           r.limits();
         } else if (kind === "memory") {
-          r.limits();
+          const limits = r.limits();
+          if (from === "env" && field === "memory") memoryImport = limits;
         } else if (kind === "global") {
           r.valtype();
           r.byte();
@@ -203,6 +228,7 @@ export function readModule(bytes) {
         const name = r.name();
         const kind = r.byte();
         const index = r.uleb();
+        exports.set(name, EXPORT_KINDS[kind] ?? "?");
         if (kind === 0) exportedFuncs.set(name, index);
         if (kind === 3) exportedGlobals.set(name, index);
       }
@@ -242,5 +268,9 @@ export function readModule(bytes) {
     namedGlobals,
     exportedGlobalIndices: new Set(exportedGlobals.values()),
     exportedFunctions,
+    exports,
+    functionNames,
+    customSections,
+    memoryImport,
   };
 }

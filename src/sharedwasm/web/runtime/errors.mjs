@@ -7,7 +7,9 @@
 //    ├─ RunTimeout         a run did not finish within its timeout
 //    ├─ RunCancelled       a run was cancelled
 //    ├─ PoolClosedError    the pool was closed by its owner
-//    └─ BrokenPoolError    a worker died; the pool cannot be used
+//    ├─ BrokenPoolError    a worker died; the pool cannot be used
+//    └─ OutOfMemory        the heap is full and the memory at its maximum;
+//                          .requested .available
 //
 // Plain argument mistakes throw the builtin TypeError / RangeError, as the
 // Python package raises TypeError / ValueError.
@@ -44,14 +46,16 @@ export class KernelTrap extends SharedWasmError {
    * @param {string} trap
    * @param {KernelTrap[]} [traps] the other traps of the same run
    * @param {string} [hint] what else the trap may mean, added to the message
-   * @param {ErrorOptions} [options]
+   * @param {ErrorOptions & {entry?: string}} [options] `entry`: the entry that was called
    */
   constructor(workerIndex, start, end, trap, traps = [], hint = "", options = undefined) {
+    const entry = options?.entry ?? "compute_partition";
     super(
-      `worker ${workerIndex} trapped in compute_partition(${start}, ${end}): ${trapCause(trap)}` +
+      `worker ${workerIndex} trapped in ${entry}(${start}, ${end}): ${trapCause(trap)}` +
         (hint ? ` (${hint})` : ""),
       options,
     );
+    this.entry = entry;
     this.workerIndex = workerIndex;
     this.start = start;
     this.end = end;
@@ -72,6 +76,25 @@ export class PoolClosedError extends SharedWasmError {}
 /** The pool failed in a way that leaves it unusable. */
 export class BrokenPoolError extends SharedWasmError {}
 
+/**
+ * A pool's heap cannot hold an array: the memory is at its maximum.
+ *
+ * `requested` is the bytes asked for, `available` the bytes the heap could
+ * still give in one piece with the memory grown to its maximum.
+ */
+export class OutOfMemory extends SharedWasmError {
+  /**
+   * @param {string} message
+   * @param {{requested: number, available: number}} sizes
+   * @param {ErrorOptions} [options]
+   */
+  constructor(message, { requested, available }, options = undefined) {
+    super(message, options);
+    this.requested = requested;
+    this.available = available;
+  }
+}
+
 for (const cls of [
   SharedWasmError,
   KernelError,
@@ -81,6 +104,7 @@ for (const cls of [
   RunCancelled,
   PoolClosedError,
   BrokenPoolError,
+  OutOfMemory,
 ]) {
   Object.defineProperty(cls.prototype, "name", {
     value: cls.name,
