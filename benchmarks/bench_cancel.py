@@ -34,27 +34,34 @@ WORKERS = 2
 TIMEOUT = 0.05
 
 
-def hung_pool(kernel: sw.Kernel) -> sw.WorkerPool:
-    pool = sw.WorkerPool(kernel, sw.Memory(2, 2, interruptible=True), WORKERS)
-    pool.data(np.int32)[0] = 1
-    return pool
+class HungPool(sw.WorkerPool):
+    """A pool of hang_on_flag whose runs hang in every share, with the flag raised."""
+
+    def __init__(self, kernel: sw.Kernel) -> None:
+        super().__init__(kernel, sw.Memory(2, 2, interruptible=True), WORKERS)
+        self.flag = self.full(1, 1, np.int32)
+
+    def hang(self, timeout: float | None = None) -> None:
+        # One element per worker: the kernel ignores the range, only not empty.
+        self.run("hang", self.flag, elements=WORKERS, timeout=timeout)
 
 
 def cancel_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
     """Seconds from `cancel()` to the hung run's caller getting RunCancelled."""
     samples: list[float] = []
-    with hung_pool(kernel) as pool:
+    pool = HungPool(kernel)
+    with pool:
         for _ in range(repeat):
             raised = threading.Event()
             stamp: list[float] = []
 
             def call(
-                pool: sw.WorkerPool = pool,
+                pool: HungPool = pool,
                 raised: threading.Event = raised,
                 stamp: list[float] = stamp,
             ) -> None:
                 try:
-                    pool.run(elements=WORKERS)
+                    pool.hang()
                 except sw.RunCancelled:
                     stamp.append(time.perf_counter())
                 raised.set()
@@ -75,11 +82,12 @@ def cancel_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
 def timeout_overshoot(kernel: sw.Kernel, repeat: int) -> list[float]:
     """Seconds past a 50 ms timeout at which a hung run raises RunTimeout."""
     samples: list[float] = []
-    with hung_pool(kernel) as pool:
+    pool = HungPool(kernel)
+    with pool:
         for _ in range(repeat):
             t0 = time.perf_counter()
             try:
-                pool.run(elements=WORKERS, timeout=TIMEOUT)
+                pool.hang(timeout=TIMEOUT)
             except sw.RunTimeout as exc:
                 if "ready for the next run" not in str(exc):
                     raise RuntimeError(f"the hung run was not stopped: {exc}") from exc
@@ -93,7 +101,7 @@ def close_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
     """Seconds `close()` takes to stop a hung run and see every worker thread exit."""
     samples: list[float] = []
     for _ in range(repeat):
-        pool = hung_pool(kernel)
+        pool = HungPool(kernel)
         caller = threading.Thread(target=_run_until_closed, args=(pool,))
         caller.start()
         time.sleep(0.01)  # both shares are spinning by now
@@ -109,23 +117,22 @@ def close_latency(kernel: sw.Kernel, repeat: int) -> list[float]:
     return samples
 
 
-def _run_until_closed(pool: sw.WorkerPool) -> None:
+def _run_until_closed(pool: HungPool) -> None:
     try:
-        pool.run(elements=WORKERS)
+        pool.hang()
     except sw.PoolClosedError:
         return
     raise RuntimeError("a hung run returned")
 
 
 def compute_cost(kernel: sw.Kernel, nbytes: int, repeat: int) -> dict[str, list[float]]:
-    pages = -(-(nbytes + 4096) // sw.PAGE_SIZE)
+    pages = sw.WorkerPool.pages_needed(kernel, nbytes, WORKERS)
     out: dict[str, list[float]] = {}
     for name, interruptible in (("plain", False), ("interruptible", True)):
         memory = sw.Memory(pages, pages, interruptible=interruptible)
         with sw.WorkerPool(kernel, memory, WORKERS) as pool:
-            data = pool.data(np.float32)[: nbytes // 4]
-            data[:] = 1.0
-            run = functools.partial(pool.run, elements=nbytes // 4)
+            x = pool.full(nbytes // 4, 1.0, np.float32)
+            run = functools.partial(pool.run, "poly", x)
             out[name] = timeit(run, repeat=repeat)
     return out
 

@@ -16,9 +16,9 @@ its output is checked against numpy before anything is timed:
   attached once; the input is written into it and each child computes its
   slice with numpy into the block's output half. No copies of the data, only
   process coordination (one small task per child through the executor).
-* `sharedwasm`: the input is written into the pool's data region,
-  `pool.run` computes (`kernels/map_f32_copy.wat`, out of place, 4 lanes at
-  a time) and the output is read where it is.
+* `sharedwasm`: the input is written into an array of the pool's heap,
+  `pool.run` computes into another (`kernels/map_f32_copy.wat`, out of
+  place, 4 lanes at a time) and the output is read where it is.
 * `shared_memory_resident`, `sharedwasm_resident`: the same without writing
   the input, for data that already lives in the shared memory (produced there
   by an earlier step): the case where sharing costs no transfer at all.
@@ -48,8 +48,6 @@ import sharedwasm as sw
 
 BENCH = "copy_vs_share"
 KERNEL = Path(__file__).resolve().parent / "kernels" / "map_f32_copy.wat"
-HEADER_BYTES = 64
-"""Bytes before the kernel's input: the first i32 is the output's offset in the data region."""
 WORKERS = 2
 FULL_BYTES = 10 * 1024 * 1024
 QUICK_BYTES = 1024 * 1024
@@ -129,16 +127,12 @@ def main() -> int:
         initializer=_attach,
         initargs=(shm.name, elements),
     )
-    out_offset = HEADER_BYTES + nbytes
-    pages = -(-(4096 + out_offset + nbytes) // sw.PAGE_SIZE)
-    pool = sw.WorkerPool(sw.Kernel.from_file(KERNEL), sw.Memory(pages, pages), WORKERS)
+    pool = sw.WorkerPool(sw.Kernel.from_file(KERNEL), workers=WORKERS)
     try:
         block: F32 = np.ndarray((2 * elements,), dtype=np.float32, buffer=shm.buf)
         shm_in, shm_out = block[:elements], block[elements:]
-        pool.data(np.int32)[0] = out_offset
-        data = pool.data(np.float32)
-        wasm_in = data[HEADER_BYTES // 4 : HEADER_BYTES // 4 + elements]
-        wasm_out = data[out_offset // 4 : out_offset // 4 + elements]
+        wasm_in = pool.empty(elements, np.float32)
+        wasm_out = pool.empty(elements, np.float32)
 
         def numpy_1thread() -> F32:
             return compute(x)
@@ -162,7 +156,7 @@ def main() -> int:
             return shared_memory_resident()
 
         def sharedwasm_resident() -> F32:
-            pool.run(BENCH, elements=elements)
+            pool.run(BENCH, wasm_in, wasm_out)
             return wasm_out
 
         def sharedwasm() -> F32:

@@ -1,6 +1,7 @@
 """Idle cost: the CPU a pool burns while it waits for work.
 
-A pool of 2 workers runs one job (the `map_f32` kernel over 1 MiB) and is then
+A pool of 2 workers runs one job (the library's `map_f32` entry over a 1 MiB
+array of its heap) and is then
 left alone for 2 s (0.2 s with --quick). The process's CPU time over that
 window (`time.process_time`, every thread of the process) is reported as a
 percentage of one CPU, with the context switches per second
@@ -23,17 +24,21 @@ import concurrent.futures
 import contextlib
 import resource
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-from _harness import emit, main_guard, parser
+from _harness import ROOT, emit, main_guard, parser
 
 import sharedwasm as sw
-from sharedwasm._builtin import map_f32_kernel
 from sharedwasm.testing import thread_cpu_seconds
+
+sys.path.insert(0, str(ROOT / "kernels"))
+
+import library
 
 BENCH = "idle"
 WORKERS = 2
@@ -52,10 +57,8 @@ def baseline() -> Iterator[list[threading.Thread]]:
 @contextlib.contextmanager
 def sharedwasm_pool() -> Iterator[list[threading.Thread]]:
     """A 2-worker pool that has just finished a run."""
-    pages = -(-(JOB_BYTES + 4096) // sw.PAGE_SIZE)
-    with sw.WorkerPool(map_f32_kernel(), sw.Memory(pages, pages), WORKERS) as pool:
-        pool.data(np.float32)[:] = 2.0
-        pool.run(BENCH)
+    with sw.WorkerPool(library.SPECS["map_f32"].kernel(), workers=WORKERS) as pool:
+        pool.run(BENCH, pool.full(JOB_BYTES // 4, 2.0, np.float32))
         yield [t for t in threading.enumerate() if t.name.startswith(f"{pool.name}-w")]
 
 

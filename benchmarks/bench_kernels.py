@@ -1,12 +1,13 @@
-"""Measure every kernel of the C library (`kernels/`) on 1 and 2 workers, against numpy.
+"""Measure every entry of the C library (`kernels/`) on 1 and 2 workers, against numpy.
 
-For each kernel of `kernels/library.py` one problem, made from a seeded
+For each entry of `kernels/library.py` one problem, made from a seeded
 generator at a size where a run takes milliseconds (`SIZES`; about 32 MiB of
 data for the memory-bound kernels). Each round gives each worker count its own
-pool and memory: the problem is written into the data region, the first run's
-output is checked against the numpy reference byte for byte, then `runs`
-runs are timed back to back (the in-place kernels step their own output on,
-which costs the same). mandelbrot, whose rows cost anything from a few to
+pool: the problem's arrays are made in the pool's heap (`library.bind`), the
+first run's result is checked against the numpy reference (byte for byte; the
+float64 sum within its tolerance), then `runs` runs are timed back to back
+over the same arrays, copying nothing (the in-place kernels step their own
+output on, which costs the same). mandelbrot, whose rows cost anything from a few to
 width * max_iter iterations, runs under both schedules; the other kernels
 under the static one. Then the numpy reference itself (`library.py`, one
 thread, temporaries and all) is timed on the same problem. Rounds alternate
@@ -22,9 +23,8 @@ kernel's own unit per second (`unit`: elements, pixels or bytes) and GB/s
 from __future__ import annotations
 
 import collections
-import functools
 import sys
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from _harness import ROOT, emit, main_guard, parser, summarize, timeit
@@ -44,6 +44,8 @@ SIZES = {
     "poly_scalar": 2**20,
     "poly_simd": 4 * 2**20,
     "saxpy_simd": 4 * 2**20,
+    "sum_f32": 8 * 2**20,
+    "max_f32": 8 * 2**20,
     "mandelbrot": 768,
     "histogram": 32 * 2**20,
     "box_blur": 4096,
@@ -56,6 +58,8 @@ QUICK_SIZES = {
     "poly_scalar": 1024,
     "poly_simd": 4096,
     "saxpy_simd": 4096,
+    "sum_f32": 4096,
+    "max_f32": 4096,
     "mandelbrot": 32,
     "histogram": 65536,
     "box_blur": 64,
@@ -67,6 +71,8 @@ RUNS = {
     "poly_scalar": 5,
     "poly_simd": 10,
     "saxpy_simd": 30,
+    "sum_f32": 30,
+    "max_f32": 30,
     "mandelbrot": 5,
     "histogram": 20,
     "box_blur": 20,
@@ -77,11 +83,13 @@ NUMPY_RUNS = 5
 """At most this many timed calls of a numpy reference per round: some take 100 ms."""
 
 
-def check(spec: library.KernelSpec, problem: library.Problem, data: library.U8, who: str) -> None:
-    """Raise if the output in `data` differs from numpy's in any byte."""
-    out = np.ascontiguousarray(problem.result(data))
-    expected = spec.reference(problem)
-    if out.shape != expected.shape or out.tobytes() != expected.tobytes():
+def check(problem: library.Problem, args: dict[str, Any], who: str) -> None:
+    """Raise if the result differs from numpy's: in any byte, or beyond its tolerance."""
+    out, expected = problem.result(args), problem.expected()
+    if problem.tolerance:
+        if abs(out.item() - expected.item()) > problem.tolerance:
+            raise RuntimeError(f"{who}: {out.item()!r} is not within tolerance of numpy's")
+    elif out.shape != expected.shape or out.tobytes() != expected.tobytes():
         bad = np.flatnonzero(out.reshape(-1) != expected.reshape(-1))
         where = int(bad[0]) if bad.size else -1
         raise RuntimeError(f"{who}: output differs from numpy (first at flat index {where})")
@@ -96,22 +104,16 @@ def sharedwasm_batch(
     verify: bool,
 ) -> list[float]:
     """Time `runs` back-to-back runs on a fresh pool; return seconds per run."""
-    memory = sw.Memory(*library.memory_pages(spec.kernel(), problem, workers))
-    with sw.WorkerPool(spec.kernel(), memory, workers) as pool:
-        data = pool.data(np.uint8)
-        problem.fill(data)
+    with sw.WorkerPool(spec.kernel(), workers=workers) as pool:
+        args = library.bind(pool, problem)
+        values = list(args.values())
 
         def run() -> None:
-            pool.run(
-                spec.name,
-                elements=problem.elements,
-                element_size=problem.element_size,
-                schedule=schedule,
-            )
+            pool.run(spec.name, *values, entry=spec.entry, schedule=schedule)
 
         run()
         if verify:
-            check(spec, problem, data, f"{spec.name}/{schedule}/w{workers}")
+            check(problem, args, f"{spec.name}/{schedule}/w{workers}")
         return timeit(run, repeat=runs, warmup=1)
 
 
@@ -131,7 +133,9 @@ def main() -> int:
     for name in names:
         spec = library.SPECS[name]
         problem = spec.make(sizes[name], np.random.default_rng(2024))
-        schedules: tuple[Schedule, ...] = spec.schedules if name == "mandelbrot" else ("static",)
+        schedules: tuple[Schedule, ...] = (
+            ("static", "dynamic") if name == "mandelbrot" else ("static",)
+        )
         samples: dict[tuple[str, int], list[float]] = collections.defaultdict(list)
         for round_ in range(rounds):
             for schedule in schedules:
@@ -139,7 +143,7 @@ def main() -> int:
                     samples[schedule, workers] += sharedwasm_batch(
                         spec, problem, workers, schedule, runs[name], verify=round_ == 0
                     )
-            reference = functools.partial(spec.reference, problem)
+            reference = problem.expected
             samples["numpy", 1] += timeit(reference, repeat=min(runs[name], NUMPY_RUNS), warmup=1)
 
         medians: dict[tuple[str, int], float] = {}

@@ -1,6 +1,7 @@
 """Static versus dynamic scheduling of uneven work: Mandelbrot rows.
 
-One element is one row of a W x H Mandelbrot image (`kernels/mandelbrot_rows.wat`),
+One element is one row of a W x H Mandelbrot image (`kernels/mandelbrot_rows.wat`,
+an entry that writes an int32 image of the pool's heap),
 and a row costs anything from a few to W * max_iter iterations: the window is
 chosen so that the top half of the image holds most of the work. So the
 static schedule (one contiguous range per worker) leaves one worker idle
@@ -14,7 +15,7 @@ that. From `RunResult.done` of its median run, each line also gives every
 worker's busy time, the elements (rows) it did and the chunks it claimed.
 Every case's image is checked against a numpy float64 reference (identical
 iteration counts) before anything is timed. Contenders alternate within each
-round; the 1- and 2-worker pools each have their own memory.
+round; the 1- and 2-worker pools each have their own memory and image.
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ import library
 
 BENCH = "schedule"
 KERNEL = Path(__file__).resolve().parent / "kernels" / "mandelbrot_rows.wat"
-HEADER_BYTES = 64
-"""Bytes before the image: width, height, max_iter (i32 at 0, 4, 8), then x0, dx, y0, dy
-(f64 at 16, 24, 32, 40)."""
 Schedule = Literal["static", "dynamic"]
 
 WINDOW = (-2.0, 0.6, -0.7, 1.3)
@@ -61,27 +59,16 @@ class Image:
     """A pool over its own memory, holding one Mandelbrot job."""
 
     def __init__(self, kernel: sw.Kernel, workers: int, width: int, height: int, max_iter: int):
-        need = 4096 + HEADER_BYTES + width * height * 4
-        pages = -(-need // sw.PAGE_SIZE)
-        self.width, self.height = width, height
-        self.pool = sw.WorkerPool(kernel, sw.Memory(pages, pages), workers)
-        header = self.pool.data(np.int32)
-        header[:3] = (width, height, max_iter)
-        self.pool.data(np.float64)[2:6] = window(width, height)
-        start = HEADER_BYTES // 4
-        self.pixels = self.pool.data(np.int32)[start : start + width * height]
+        self.pool = sw.WorkerPool(kernel, workers=workers)
+        self.pixels = self.pool.empty((height, width), np.int32)
+        self.args = (self.pixels, width, max_iter, *window(width, height))
 
     def run(self, schedule: Schedule, chunk: int | None) -> sw.RunResult:
-        return self.pool.run(
-            BENCH,
-            elements=self.height,
-            element_size=4 * self.width,
-            schedule=schedule,
-            chunk=chunk,
-        )
+        # One element per row: the image's first axis.
+        return self.pool.run(BENCH, *self.args, schedule=schedule, chunk=chunk)
 
     def image(self) -> npt.NDArray[np.int32]:
-        return self.pixels.reshape(self.height, self.width)
+        return self.pixels
 
 
 def main() -> int:

@@ -4,8 +4,15 @@ Two kernels, each scalar and SIMD (f32x4), over the data region of a memory
 created at 128 pages (8 MiB) with a maximum of 512: first as created, then
 after `pool.grow` to 512 pages (32 MiB).
 
-* poly: per float32 element, 64 times `x = x * 1.0001 + 0.5` (compute-bound).
-* saxpy: `y = 2 * x + y`, x and y each half the data region (memory-bound).
+* poly: per float32 element, 64 times `x = x * 1.0001 + 0.5` (compute-bound),
+  `entry:poly(start, end, float *x)`.
+* saxpy: `y = 2 * x + y`, x and y each about half the data region
+  (memory-bound), `entry:saxpy(start, end, const float *x, float *y, float a)`.
+
+In sharedwasm the arrays are made in the pool's heap (`pool.asarray`) and
+passed to `pool.run` with no copy; they are freed before the pool grows, and
+made again, larger, after. The Node peers get the same bytes at the start of
+their data region and the arrays' addresses as the entry's arguments.
 
 Contenders, on 1 and 2 workers: sharedwasm, the same .wasm in a Node.js pool
 from peers/ (the Atomics-only one by default) and numpy on one thread
@@ -25,6 +32,7 @@ import collections
 import dataclasses
 import functools
 import itertools
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -40,8 +48,6 @@ KERNELS = ("poly_scalar", "poly_simd", "saxpy_scalar", "saxpy_simd")
 WORKERS = (1, 2)
 MUL, ADD, STEPS = np.float32(1.0001), np.float32(0.5), 64
 A = np.float32(2.0)
-SAXPY_HEADER = 64
-"""Bytes before x in the saxpy layout: n as an i32, then padding (see kernels/saxpy_*.wat)."""
 HEADROOM = 4096
 """Bytes left for what precedes the data region, in sharedwasm and in the Node peer alike."""
 NODE_TIMEOUT = 300.0
@@ -68,27 +74,35 @@ class Size:
 
 @dataclasses.dataclass
 class Workload:
-    """A kernel's input and reference output at one size, plus where its output lives."""
+    """A kernel's input and reference output at one size."""
 
     family: str
     n: int
-    blob: bytes
-    """What goes into the data region, from data_offset."""
     x: F32
     y: F32 | None
     expected: F32
-    output_offset: int
-    """Byte offset of the output inside the data region."""
+
+    @property
+    def blob(self) -> bytes:
+        """The Node peers' data region, from its start: x, then y."""
+        return self.x.tobytes() + (b"" if self.y is None else self.y.tobytes())
+
+    @property
+    def output_offset(self) -> int:
+        """Byte offset of the output in the Node peers' data region."""
+        return 0 if self.y is None else 4 * self.n
+
+    @property
+    def node_args(self) -> list[object]:
+        """The entry's arguments for a Node peer: data-region offsets and numbers."""
+        if self.y is None:
+            return [{"offset": 0}]
+        return [{"offset": 0}, {"offset": 4 * self.n}, float(A)]
 
     @property
     def bytes_moved(self) -> int:
         """Bytes a run reads and writes: x in and out for poly; x, y in and y out for saxpy."""
         return (8 if self.family == "poly" else 12) * self.n
-
-    def output(self, data: npt.NDArray[np.uint8]) -> F32:
-        """Return the output array inside a uint8 view of the data region."""
-        start = self.output_offset
-        return data[start : start + 4 * self.n].view(np.float32)
 
     def check(self, got: F32, who: str) -> None:
         """Raise if `got` differs from numpy: any bit for poly, beyond allclose for saxpy."""
@@ -124,17 +138,14 @@ def make_workload(family: str, capacity: int, rng: np.random.Generator) -> Workl
     if family == "poly":
         n = capacity // 64 * 64
         x = rng.random(n, dtype=np.float32)
-        return Workload(family, n, x.tobytes(), x, None, numpy_poly(x), 0)
-    # Keep n a multiple of 64 so that y starts on a cache line, like x.
-    n = (capacity - SAXPY_HEADER // 4) // 2 // 64 * 64
+        return Workload(family, n, x, None, numpy_poly(x))
+    # A multiple of 64, so that y starts on a cache line in Node too.
+    n = capacity // 2 // 64 * 64
     x = rng.random(n, dtype=np.float32)
     y = rng.random(n, dtype=np.float32)
-    header = np.zeros(SAXPY_HEADER // 4, np.int32)
-    header[0] = n
     expected = y.copy()
     expected += A * x
-    blob = header.tobytes() + x.tobytes() + y.tobytes()
-    return Workload(family, n, blob, x, y, expected, SAXPY_HEADER + 4 * n)
+    return Workload(family, n, x, y, expected)
 
 
 def sharedwasm_batch(
@@ -150,14 +161,23 @@ def sharedwasm_batch(
         for size, load in loads.items():
             if size.total_pages > mem.pages:
                 pool.grow(size.total_pages - mem.pages)
-            data = pool.data(np.uint8)
-            data[: len(load.blob)] = np.frombuffer(load.blob, np.uint8)
+            x = pool.asarray(load.x)
+            if load.y is None:
+                args: tuple[object, ...] = (x,)
+                output = x
+            else:
+                output = pool.asarray(load.y)
+                args = (x, output, float(A))
+            if mem.pages != size.total_pages:
+                raise RuntimeError(f"the arrays grew the memory to {mem.pages} pages")
             # Untimed, as users run: a run with a timeout takes the standby path.
-            run = functools.partial(pool.run, load.family, elements=load.n)
+            run = functools.partial(pool.run, load.family, *args)
             run()
             if verify:
-                load.check(load.output(data), f"sharedwasm {kernel.name} w{workers}")
+                load.check(output, f"sharedwasm {kernel.name} w{workers}")
             out[size] = timeit(run, repeat=runs, warmup=1)
+            # Freed before the pool grows, so that the next size's arrays fit.
+            del run, args, output, x
     return out
 
 
@@ -179,6 +199,7 @@ def node_batch(
     options += ["--maximum", str(size.maximum), "--elements", str(load.n)]
     options += ["--runs", str(runs), "--warmup", "1", "--input", str(source)]
     options += ["--check-offset", str(load.output_offset), "--check-count", str(load.n)]
+    options += ["--entry", f"entry:{load.family}", "--args", json.dumps(load.node_args)]
     if verify:
         options += ["--dump", str(dump)]
     result = run_node_peer(peer, wasm, options, timeout=NODE_TIMEOUT)

@@ -1,5 +1,5 @@
 /*
- * blur.c: a 3x3 box blur of an 8-bit image, one output row per element.
+ * blur.c: a 3x3 box blur of an 8-bit image, one output row per element, and a threshold.
  *
  * examples/blur.py builds this file when examples/blur.wasm is missing or
  * stale. To build it by hand:
@@ -9,30 +9,26 @@
  * (--simd lets clang vectorise the two inner loops; without it the kernel
  * is the same, about 2.5 times slower.)
  *
- * Data region (byte offsets from sw_data_offset(), which is 64-byte aligned):
+ * Two entries, one module:
  *
- *     0    struct blur_params (20 bytes; the first 64 are reserved for it)
- *     src  input image:  height rows of width * channels uint8, row-major
- *     dst  output image: the same shape
+ *     blur(start, end, src, dst, width, height, channels)
+ *         src and dst are images of height rows of width * channels uint8,
+ *         row-major. Each output byte is the mean of the 3x3 neighbourhood
+ *         in its channel, rounded to nearest; pixels past an edge repeat the
+ *         edge pixel. Element y is output row y: blur(start, end, ...)
+ *         writes rows [start, end) of dst and reads rows start - 1 to end of
+ *         src. Workers write disjoint rows and only read src, so no atomics
+ *         are needed; src and dst must be different arrays (blur.py swaps
+ *         them between passes).
+ *     threshold(start, end, src, dst, t)
+ *         one element per byte: dst[i] = 255 if src[i] >= t, else 0.
  *
- * Each output byte is the mean of the 3x3 neighbourhood in its channel,
- * rounded to nearest; pixels past an edge repeat the edge pixel. Element y
- * is output row y: compute_partition(start, end) writes output rows
- * [start, end) and reads input rows start - 1 to end. Workers write disjoint
- * rows and only read the input, so no atomics are needed. The host swaps src
- * and dst between passes.
+ * blur.py runs them as a pipeline over arrays of the pool's heap, so the
+ * image never leaves the shared memory between the steps.
  */
 #include <sharedwasm.h>
 
-struct blur_params {
-    uint32_t width;
-    uint32_t height;
-    uint32_t channels; /* 1 to MAX_CHANNELS: grey, RGB, RGBA */
-    uint32_t src;      /* byte offset of the input image in the data region */
-    uint32_t dst;      /* byte offset of the output image */
-};
-
-#define MAX_CHANNELS 4
+#define MAX_CHANNELS 4 /* grey, RGB, RGBA */
 /* Bytes of a row per step: a multiple of 3 and 4, so a block holds whole pixels. */
 #define BLOCK 1536
 
@@ -42,12 +38,10 @@ static inline uint16_t column(const uint8_t *up, const uint8_t *mid, const uint8
     return (uint16_t)(up[i] + mid[i] + down[i]);
 }
 
-SW_KERNEL(start, end) {
-    const struct blur_params *p = SW_DATA(const struct blur_params);
-    const uint32_t width = p->width, height = p->height, ch = p->channels;
-    const uint32_t stride = width * ch;
-    const uint8_t *src = SW_DATA_AT(const uint8_t, p->src);
-    uint8_t *dst = SW_DATA_AT(uint8_t, p->dst);
+SW_KERNEL(blur, start, end, const uint8_t *src, uint8_t *dst, uint32_t width, uint32_t height,
+          uint32_t channels) {
+    if (channels == 0 || channels > MAX_CHANNELS) __builtin_trap();
+    const uint32_t ch = channels, stride = width * ch;
     /* Column sums of one block, with a pixel either side. A local, so it is on
      * this worker's own stack (3 KiB of the 64 KiB each worker has). */
     uint16_t sums[MAX_CHANNELS + BLOCK + MAX_CHANNELS];
@@ -72,4 +66,8 @@ SW_KERNEL(start, end) {
                 out[b + k] = (uint8_t)((left[k] + s[k] + right[k] + 4) / 9);
         }
     }
+}
+
+SW_KERNEL(threshold, start, end, const uint8_t *src, uint8_t *dst, uint8_t t) {
+    for (uint32_t i = start; i < end; i++) dst[i] = src[i] >= t ? 255 : 0;
 }

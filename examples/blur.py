@@ -1,15 +1,18 @@
 """Blur a PNG with a C kernel on a sharedwasm pool, and time it against numpy.
 
-    python examples/blur.py IN.png OUT.png [--workers N] [--passes K]
+    python examples/blur.py IN.png OUT.png [--workers N] [--passes K] [--threshold T]
     python examples/blur.py --demo OUT.png [--size 1920x1080]
 
-The kernel is examples/blur.c, a 3x3 box blur with one element per output
-row; it is built into examples/blur.wasm when that is missing or stale
-(clang, lld and binaryen must be installed). The parameters, the input image
-and the output image all live in the pool's data region; see blur.c for the
-layout. Greyscale, RGB and RGBA images keep their channels; other modes are
-converted to one of those. With --demo a test image is generated instead of
-read. Reading and writing PNG needs Pillow: pip install 'sharedwasm[examples]'.
+The kernel module is examples/blur.c, with two entries: `blur`, a 3x3 box
+blur with one element per output row, and `threshold`, one element per
+byte. It is built into examples/blur.wasm when that is missing or stale
+(clang, lld and binaryen must be installed). The image goes into an array of
+the pool's heap once; the passes ping-pong between two such arrays, and with
+--threshold T the blurred image is then thresholded into the other one: a
+pipeline of two entries in which no step copies the image. Greyscale, RGB and RGBA images keep their
+channels; other modes are converted to one of those. With --demo a test image
+is generated instead of read. Reading and writing PNG needs Pillow:
+pip install 'sharedwasm[examples]'.
 """
 
 from __future__ import annotations
@@ -31,9 +34,6 @@ WASM = HERE / "blur.wasm"
 OPTIMIZE, SIMD = "3", True
 """As blur.c's header says: `sharedwasm build examples/blur.c -O3 --simd`."""
 
-HEADER_BYTES = 64
-"""Bytes reserved at the start of the data region for struct blur_params."""
-
 Pixels = npt.NDArray[np.uint8]
 """An image as (height, width, channels) bytes."""
 
@@ -52,48 +52,43 @@ def load_kernel() -> sw.Kernel:
     return sw.Kernel.from_file(WASM)
 
 
-def open_pool(kernel: sw.Kernel, workers: int | None, data_bytes: int) -> sw.WorkerPool:
-    """Open a pool whose data region holds `data_bytes` bytes."""
-    # The pool places the kernel's statics, its board and a stack per worker
-    # before the data region; pages_needed adds them up.
-    pages = sw.WorkerPool.pages_needed(kernel, data_bytes, workers)
-    return sw.WorkerPool(kernel, sw.Memory(pages, pages), workers)
+def blur_on(
+    pool: sw.WorkerPool, image: Pixels, passes: int, threshold: int | None = None
+) -> tuple[Pixels, float, float]:
+    """Blur `image` `passes` times on `pool`, then threshold it if asked.
 
-
-def image_layout(image: Pixels) -> tuple[int, int, int]:
-    """Return where the input and the output go in the data region, and the bytes needed."""
-    src = HEADER_BYTES
-    dst = src + -(-image.size // 64) * 64
-    return src, dst, dst + image.size
-
-
-def blur_on(pool: sw.WorkerPool, image: Pixels, passes: int) -> tuple[Pixels, float]:
-    """Blur `image` `passes` times on `pool`; return the result and the pool's run time."""
+    Returns the result and the pool's run time of the blur passes and of the
+    threshold (0 without one).
+    """
     height, width, channels = image.shape
-    size = image.size
-    src, dst, _ = image_layout(image)
-    data = pool.data(np.uint8)
-    params = pool.data(np.uint32)[:5]  # struct blur_params: width, height, channels, src, dst
-    params[:] = (width, height, channels, src, dst)
-    data[src : src + size] = image.reshape(-1)
-    elapsed = 0.0
+    src = pool.asarray(image)  # the one copy into the shared memory
+    dst = pool.empty_like(src)
+    blurring = 0.0
     for k in range(passes):
-        result = pool.run(f"pass-{k + 1}", elements=height)
-        elapsed += result.elapsed
-        # This pass's output is the next one's input.
-        src, dst = dst, src
-        params[3:5] = (src, dst)
-    return data[src : src + size].reshape(image.shape).copy(), elapsed
+        # Elements: the first array's first axis, the rows.
+        result = pool.run(f"pass-{k + 1}", src, dst, width, height, channels, entry="blur")
+        blurring += result.elapsed
+        src, dst = dst, src  # this pass's output is the next one's input
+    thresholding = 0.0
+    if threshold is not None:
+        # One element per byte: flat views of the same heap arrays.
+        done = pool.run("threshold", src.reshape(-1), dst.reshape(-1), t=threshold,
+                        entry="threshold")  # fmt: skip
+        thresholding = done.elapsed
+        src = dst
+    return src.copy(), blurring, thresholding
 
 
-def blur_numpy(image: Pixels, passes: int) -> Pixels:
-    """Return the same blur as blur.c, computed with numpy."""
+def blur_numpy(image: Pixels, passes: int, threshold: int | None = None) -> Pixels:
+    """Return the same blur (and threshold) as blur.c, computed with numpy."""
     out = image
     for _ in range(passes):
         padded = np.pad(out, ((1, 1), (1, 1), (0, 0)), mode="edge").astype(np.uint16)
         rows = padded[:-2] + padded[1:-1] + padded[2:]
         total = rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]
         out = ((total + 4) // 9).astype(np.uint8)
+    if threshold is not None:
+        out = np.where(out >= threshold, 255, 0).astype(np.uint8)
     return out
 
 
@@ -150,6 +145,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _byte(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"must be in [0, 255] (got {value})")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         width, height = (int(part) for part in text.lower().split("x"))
@@ -164,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the example; return the exit status."""
     parser = argparse.ArgumentParser(
         usage=(
-            "%(prog)s [--workers N] [--passes K] IN.png OUT.png\n"
-            "       %(prog)s --demo [--size WxH] [--workers N] [--passes K] OUT.png"
+            "%(prog)s [--workers N] [--passes K] [--threshold T] IN.png OUT.png\n"
+            "       %(prog)s --demo [--size WxH] [--workers N] [--passes K] [--threshold T] "
+            "OUT.png"
         ),
         description="Blur a PNG with a C kernel on a sharedwasm pool, and time it against numpy.",
     )
@@ -177,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--passes", type=_positive, default=1, metavar="K", help="blur K times (default 1)"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_byte,
+        default=None,
+        metavar="T",
+        help="then threshold the blurred image: 255 where a byte is >= T, else 0",
     )
     parser.add_argument("--demo", action="store_true", help="blur a generated test image")
     parser.add_argument(
@@ -215,22 +225,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blur.py: cannot build {SOURCE.name}: {exc}", file=sys.stderr)
         return 1
 
-    src, dst, data_bytes = image_layout(image)
-    with open_pool(kernel, args.workers, data_bytes) as pool:
+    # No memory given: the pool makes one that grows with its arrays.
+    with sw.WorkerPool(kernel, workers=args.workers) as pool:
         workers = f"{pool.workers} {_plural(pool.workers, 'worker')}"
-        print(
-            f"pool    {workers} running {kernel.name}; data region from byte {pool.data_offset}: "
-            f"parameters +0, input +{src}, output +{dst}"
-        )
-        blurred, pool_time = blur_on(pool, image, args.passes)
+        print(f"pool    {workers} running {kernel.name} (entries {', '.join(kernel.entries)})")
+        blurred, blur_time, threshold_time = blur_on(pool, image, args.passes, args.threshold)
     passes = f"{args.passes} {_plural(args.passes, 'pass')}"
     print(
-        f"run     {passes} over {height} rows: {pool_time * 1e3:.2f} ms "
-        f"({pool_time / args.passes * 1e3:.2f} ms a pass)"
+        f"run     {passes} over {height} rows: {blur_time * 1e3:.2f} ms "
+        f"({blur_time / args.passes * 1e3:.2f} ms a pass)"
     )
+    if args.threshold is not None:
+        print(f"run     threshold {args.threshold} over {image.size} bytes: "
+              f"{threshold_time * 1e3:.2f} ms")  # fmt: skip
+        passes += " and a threshold"
+    pool_time = blur_time + threshold_time
 
     t0 = time.perf_counter()
-    expected = blur_numpy(image, args.passes)
+    expected = blur_numpy(image, args.passes, args.threshold)
     numpy_time = time.perf_counter() - t0
     print(
         f"numpy   {passes}: {numpy_time * 1e3:.2f} ms, "

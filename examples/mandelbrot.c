@@ -6,11 +6,10 @@
  *
  *     sharedwasm build examples/mandelbrot.c -O3
  *
- * Data region (byte offsets from sw_data_offset(), which is 64-byte aligned):
+ *     SW_KERNEL(mandelbrot, start, end, uint32_t *counts, uint32_t width,
+ *               uint32_t max_iter, double x_min, double y_max, double step)
  *
- *     0    struct mandelbrot_params (40 bytes; the first 64 are reserved for it)
- *     64   counts: height rows of width uint32, row-major
- *
+ * counts is height rows of width uint32, row-major, and element y is row y.
  * counts[y][x] is the number of iterations of z = z*z + c, from z = 0, before
  * |z| > 2, for c = (x_min + x*step) + (y_max - y*step)i; points that never
  * escape get max_iter. Rows inside the set cost max_iter iterations a pixel
@@ -19,23 +18,8 @@
  */
 #include <sharedwasm.h>
 
-struct mandelbrot_params {
-    uint32_t width;
-    uint32_t height;
-    uint32_t max_iter;
-    uint32_t reserved; /* 0; aligns the doubles */
-    double x_min;      /* real part of column 0 */
-    double y_max;      /* imaginary part of row 0 */
-    double step;       /* distance between neighbouring pixels, both axes */
-};
-
-#define COUNTS_OFFSET 64
-
-SW_KERNEL(start, end) {
-    const struct mandelbrot_params *p = SW_DATA(const struct mandelbrot_params);
-    const uint32_t width = p->width, max_iter = p->max_iter;
-    const double x_min = p->x_min, y_max = p->y_max, step = p->step;
-    uint32_t *counts = SW_DATA_AT(uint32_t, COUNTS_OFFSET);
+SW_KERNEL(mandelbrot, start, end, uint32_t *counts, uint32_t width, uint32_t max_iter,
+          double x_min, double y_max, double step) {
     for (uint32_t y = start; y < end; y++) {
         const double ci = y_max - y * step;
         uint32_t *row = counts + y * width;

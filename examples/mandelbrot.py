@@ -8,8 +8,8 @@ into examples/mandelbrot.wasm when that is missing or stale (clang, lld and
 binaryen must be installed). Rows cost very different amounts of work, so the
 pool runs with the dynamic schedule; a static run is timed beside it for
 comparison, and a one-worker run as the baseline. The three renders must be
-identical. The kernel writes iteration counts into the data region; the colour
-map is applied with numpy. Writing PNG needs Pillow:
+identical. The kernel writes iteration counts into an array of the pool's heap
+(no copy); the colour map is applied with numpy. Writing PNG needs Pillow:
 pip install 'sharedwasm[examples]'.
 """
 
@@ -20,7 +20,7 @@ import importlib.util
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -32,22 +32,6 @@ SOURCE = HERE / "mandelbrot.c"
 WASM = HERE / "mandelbrot.wasm"
 OPTIMIZE = "3"
 """As mandelbrot.c's header says: `sharedwasm build examples/mandelbrot.c -O3`."""
-
-COUNTS_OFFSET = 64
-"""Where the counts start in the data region, after struct mandelbrot_params."""
-
-PARAMS = np.dtype(
-    [
-        ("width", "<u4"),
-        ("height", "<u4"),
-        ("max_iter", "<u4"),
-        ("reserved", "<u4"),
-        ("x_min", "<f8"),
-        ("y_max", "<f8"),
-        ("step", "<f8"),
-    ]
-)
-"""struct mandelbrot_params, field for field."""
 
 UNWRITTEN = 0xFFFFFFFF
 """What the counts hold before a run: no row may keep it."""
@@ -69,14 +53,6 @@ def load_kernel() -> sw.Kernel:
     return sw.Kernel.from_file(WASM)
 
 
-def open_pool(kernel: sw.Kernel, workers: int | None, data_bytes: int) -> sw.WorkerPool:
-    """Open a pool whose data region holds `data_bytes` bytes."""
-    # The pool places the kernel's statics, its board and a stack per worker
-    # before the data region; pages_needed adds them up.
-    pages = sw.WorkerPool.pages_needed(kernel, data_bytes, workers)
-    return sw.WorkerPool(kernel, sw.Memory(pages, pages), workers)
-
-
 def viewport(
     width: int, height: int, center: tuple[float, float], span: float
 ) -> tuple[float, float, float]:
@@ -85,27 +61,40 @@ def viewport(
     return center[0] - step * (width - 1) / 2, center[1] + step * (height - 1) / 2, step
 
 
+class View(NamedTuple):
+    """What to render: the image's size, the iteration limit and its place in the plane."""
+
+    width: int
+    height: int
+    max_iter: int
+    x_min: float
+    """Real part of column 0."""
+    y_max: float
+    """Imaginary part of row 0."""
+    step: float
+    """Distance between neighbouring pixels, both axes."""
+
+
 def render(
-    kernel: sw.Kernel,
-    params: tuple[int, int, int, int, float, float, float],
-    workers: int | None,
-    schedule: Literal["static", "dynamic"],
+    kernel: sw.Kernel, view: View, workers: int | None, schedule: Literal["static", "dynamic"]
 ) -> tuple[Counts, sw.RunResult]:
-    """Render on a new pool; return the counts, (height, width), and the run's result."""
-    width, height = params[0], params[1]
-    with open_pool(kernel, workers, COUNTS_OFFSET + width * height * 4) as pool:
-        pool.data(np.uint8)[: PARAMS.itemsize].view(PARAMS)[0] = params
-        start = COUNTS_OFFSET // 4
-        counts = pool.data(np.uint32)[start : start + width * height]
-        counts[:] = UNWRITTEN
-        # Chunks of one row: a row is hundreds of pixels, claiming it one compare-exchange.
+    """Render on a new pool; return the (height, width) counts and the run's result."""
+    with sw.WorkerPool(kernel, workers=workers) as pool:  # a memory that grows as needed
+        counts = pool.full((view.height, view.width), UNWRITTEN, np.uint32)
+        # One element per row (the first axis of counts). Chunks of one row: a
+        # row is hundreds of pixels, claiming it one compare-exchange.
         result = pool.run(
             f"{schedule}-{pool.workers}",
-            elements=height,
+            counts,
+            width=view.width,
+            max_iter=view.max_iter,
+            x_min=view.x_min,
+            y_max=view.y_max,
+            step=view.step,
             schedule=schedule,
             chunk=1 if schedule == "dynamic" else None,
         )
-        return counts.reshape(height, width).copy(), result
+        return counts.copy(), result
 
 
 def colour(counts: Counts, max_iter: int) -> npt.NDArray[np.uint8]:
@@ -186,19 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     width, height, max_iter = args.width, args.height, args.max_iter
     x_min, y_max, step = viewport(width, height, args.center, args.span)
-    params = (width, height, max_iter, 0, x_min, y_max, step)
+    view = View(width, height, max_iter, x_min, y_max, step)
     print(
         f"image   {width} x {height}, at most {max_iter} iterations a pixel, "
         f"re [{x_min:.4g}, {x_min + step * (width - 1):.4g}], "
         f"im [{y_max - step * (height - 1):.4g}, {y_max:.4g}]"
     )
 
-    one, single = render(kernel, params, 1, "static")
+    one, single = render(kernel, view, 1, "static")
     print(_describe("1 worker", single, None))
-    static, by_range = render(kernel, params, args.workers, "static")
+    static, by_range = render(kernel, view, args.workers, "static")
     workers = f"{len(by_range.done)} worker{'s' if len(by_range.done) > 1 else ''}"
     print(_describe(f"{workers}, static", by_range, single.elapsed))
-    dynamic, claimed = render(kernel, params, args.workers, "dynamic")
+    dynamic, claimed = render(kernel, view, args.workers, "dynamic")
     print(_describe(f"{workers}, dynamic", claimed, single.elapsed))
 
     renders = (one, static, dynamic)

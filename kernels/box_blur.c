@@ -1,15 +1,12 @@
 /*
  * box_blur: 3x3 box blur of a uint8 image into a second image.
  *
- * Data layout, in bytes from the start of the data region:
+ *     SW_KERNEL(box_blur, start, end, const uint8_t *image, uint8_t *out,
+ *               uint32_t width, uint32_t height)
  *
- *   0                     header, 64 bytes: width (uint32 at +0), height (uint32 at +4)
- *   64                    input: uint8[height][width], row-major, read only
- *   64 + pad(w * h)       output: uint8[height][width], row-major, written
- *
- * where pad(k) rounds k up to a multiple of 64, so the output starts on a
- * cache line of its own. An element is one output row; compute_partition(start,
- * end) writes output rows start..end-1. Run it with `elements=height`.
+ * `image` and `out` are uint8[height][width], row-major. An element is one
+ * output row: box_blur(start, end, ...) writes out rows start..end-1. Passed
+ * (height, width) arrays, a run covers the first axis, the rows.
  *
  * Output pixel (x, y) is the mean of the 3x3 input pixels around (x, y),
  * rounded to the nearest integer: (sum + 4) / 9 in integers (a ninth is never
@@ -24,13 +21,6 @@
  */
 #include <sharedwasm.h>
 
-#define HEADER_BYTES 64
-
-struct blur_header {
-    uint32_t width;
-    uint32_t height;
-};
-
 static inline uint32_t column(const uint8_t *a, const uint8_t *b, const uint8_t *c,
                               uint32_t x) {
     return (uint32_t)a[x] + b[x] + c[x];
@@ -38,29 +28,25 @@ static inline uint32_t column(const uint8_t *a, const uint8_t *b, const uint8_t 
 
 static inline uint8_t mean9(uint32_t sum) { return (uint8_t)((sum + 4) / 9); }
 
-SW_KERNEL(start, end) {
-    const struct blur_header *h = SW_DATA(const struct blur_header);
-    const uint32_t width = h->width, height = h->height;
-    const uint8_t *input = SW_DATA_AT(const uint8_t, HEADER_BYTES);
-    const uint32_t pixels = width * height;
-    uint8_t *output = SW_DATA_AT(uint8_t, HEADER_BYTES + ((pixels + 63) & ~63u));
+SW_KERNEL(box_blur, start, end, const uint8_t *image, uint8_t *out, uint32_t width,
+          uint32_t height) {
     if (width == 0) return;
     for (uint32_t y = start; y < end; y++) {
-        const uint8_t *above = input + (size_t)(y > 0 ? y - 1 : 0) * width;
-        const uint8_t *here = input + (size_t)y * width;
-        const uint8_t *below = input + (size_t)(y + 1 < height ? y + 1 : y) * width;
-        uint8_t *out = output + (size_t)y * width;
+        const uint8_t *above = image + (size_t)(y > 0 ? y - 1 : 0) * width;
+        const uint8_t *here = image + (size_t)y * width;
+        const uint8_t *below = image + (size_t)(y + 1 < height ? y + 1 : y) * width;
+        uint8_t *row = out + (size_t)y * width;
         if (width == 1) {
-            out[0] = mean9(3 * column(above, here, below, 0));
+            row[0] = mean9(3 * column(above, here, below, 0));
             continue;
         }
-        out[0] = mean9(2 * column(above, here, below, 0) + column(above, here, below, 1));
+        row[0] = mean9(2 * column(above, here, below, 0) + column(above, here, below, 1));
         for (uint32_t x = 1; x + 1 < width; x++) {
-            out[x] = mean9(column(above, here, below, x - 1) + column(above, here, below, x) +
+            row[x] = mean9(column(above, here, below, x - 1) + column(above, here, below, x) +
                            column(above, here, below, x + 1));
         }
         const uint32_t last = width - 1;
-        out[last] =
+        row[last] =
             mean9(column(above, here, below, last - 1) + 2 * column(above, here, below, last));
     }
 }

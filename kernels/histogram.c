@@ -1,15 +1,12 @@
 /*
- * histogram: counts of each byte value of a uint8 input, into 256 shared bins.
+ * histogram: counts of each byte value of a uint8 array, into 256 shared bins.
  *
- * Data layout, in bytes from the start of the data region:
+ *     SW_KERNEL(histogram, start, end, const uint8_t *data, uint32_t *bins)
  *
- *   0      bins: uint32[256], added to (the host zeroes them before a run)
- *   1024   input: uint8[n], read only
- *
- * An element is one input byte; compute_partition(start, end) counts
- * input[start:end] into the bins. Run it with `elements=n, element_size=1`.
- * The bins are added to, never overwritten, so every chunk of a dynamic run
- * adds its share, and a second run without zeroing counts everything twice.
+ * An element is one byte of `data`; histogram(start, end, data, bins) counts
+ * data[start:end] into bins[256]. The bins are added to, never overwritten,
+ * so every chunk of a dynamic run adds its share, and a second run without
+ * zeroing them counts everything twice.
  *
  * Every worker writes every bin, so the bins are updated with atomic adds
  * (i32.atomic.rmw.add). Doing that once per byte would make each increment a
@@ -21,22 +18,19 @@
  * increments and at most 256 atomics per call, whatever n is.
  *
  * Ordering: WebAssembly atomics are sequentially consistent, and the pool
- * reports a share done with an atomic store after compute_partition returns,
- * so the host reads complete bins once the run has returned. Nothing reads
- * the bins during a run, so the order of the adds between workers does not
- * matter: addition commutes, and the counts are exact.
+ * reports a share done with an atomic store after the entry returns, so the
+ * host reads complete bins once the run has returned. Nothing reads the bins
+ * during a run, so the order of the adds between workers does not matter:
+ * addition commutes, and the counts are exact.
  */
 #include <sharedwasm.h>
 
 #define BINS 256
-#define INPUT_OFFSET (BINS * 4)
 
-SW_KERNEL(start, end) {
-    uint32_t *bins = SW_DATA(uint32_t);
-    const uint8_t *input = SW_DATA_AT(const uint8_t, INPUT_OFFSET);
+SW_KERNEL(histogram, start, end, const uint8_t *data, uint32_t *bins) {
     uint32_t local[BINS];
     __builtin_memset(local, 0, sizeof local);
-    for (uint32_t i = start; i < end; i++) local[input[i]]++;
+    for (uint32_t i = start; i < end; i++) local[data[i]]++;
     for (uint32_t b = 0; b < BINS; b++) {
         if (local[b]) sw_atomic_add_u32(&bins[b], local[b]);
     }

@@ -1,13 +1,10 @@
 /*
- * map_f32: in place over float32 elements, x = (x * x) * 0.25f + sqrtf(x).
+ * map_f32: in place over a float32 array, x = (x * x) * 0.25f + sqrtf(x).
  *
- * Data layout, in bytes from the start of the data region:
+ *     SW_KERNEL(map_f32, start, end, float *x)
  *
- *   0    x: float32[n], read and overwritten in place
- *
- * There is no header: an element is one float32, element i is x[i], and
- * compute_partition(start, end) updates x[start:end]. Run it with
- * `elements=n`.
+ * An element is one float32: map_f32(start, end, x) updates x[start:end].
+ * pool.run("map", x, entry="map_f32") runs it over all of x.
  *
  * The operations are those of the built-in map_f32.wat, in its order: a
  * multiply, a multiply by 0.25, a square root, an add, each rounded to
@@ -24,8 +21,7 @@
 
 #pragma STDC FP_CONTRACT OFF
 
-SW_KERNEL(start, end) {
-    float *x = SW_DATA(float);
+SW_KERNEL(map_f32, start, end, float *x) {
     for (uint32_t i = start; i < end; i++) {
         float v = x[i];
         x[i] = (v * v) * 0.25f + __builtin_sqrtf(v);

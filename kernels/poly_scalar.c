@@ -1,12 +1,9 @@
 /*
- * poly_scalar: in place over float32 elements, 64 times x = x * 1.0001f + 0.5f.
+ * poly_scalar: in place over a float32 array, 64 times x = x * 1.0001f + 0.5f.
  *
- * Data layout, in bytes from the start of the data region:
+ *     SW_KERNEL(poly_scalar, start, end, float *x)
  *
- *   0    x: float32[n], read and overwritten in place
- *
- * There is no header: an element is one float32, and compute_partition(start,
- * end) updates x[start:end]. Run it with `elements=n`.
+ * An element is one float32: poly_scalar(start, end, x) updates x[start:end].
  *
  * Compute-bound: 128 float operations per 8 bytes moved. Each step is a
  * multiply rounded to float32, then an add rounded to float32; nothing is
@@ -20,8 +17,7 @@
 
 #define STEPS 64
 
-SW_KERNEL(start, end) {
-    float *x = SW_DATA(float);
+SW_KERNEL(poly_scalar, start, end, float *x) {
     for (uint32_t i = start; i < end; i++) {
         float v = x[i];
         for (int s = 0; s < STEPS; s++) v = v * 1.0001f + 0.5f;

@@ -3,14 +3,11 @@
  * float32 element, in place, sixteen elements at a time, then four at a time,
  * then a scalar tail.
  *
- * Data layout, in bytes from the start of the data region:
+ *     SW_KERNEL(poly_simd, start, end, float *x)
  *
- *   0    x: float32[n], read and overwritten in place
- *
- * There is no header: an element is one float32, and compute_partition(start,
- * end) updates x[start:end]. Run it with `elements=n`. A partition need not
- * start on a multiple of four: v128 loads and stores have no alignment
- * requirement, so the vector loops start at `start`.
+ * An element is one float32: poly_simd(start, end, x) updates x[start:end].
+ * A range need not start on a multiple of four: v128 loads and stores have
+ * no alignment requirement, so the vector loops start at `start`.
  *
  * Each step depends on the one before, so a single vector would wait on the
  * latency of every multiply and add. The main loop steps four independent
@@ -32,8 +29,7 @@ static inline v128_t step(v128_t v, v128_t mul, v128_t add) {
     return wasm_f32x4_add(wasm_f32x4_mul(v, mul), add);
 }
 
-SW_KERNEL(start, end) {
-    float *x = SW_DATA(float);
+SW_KERNEL(poly_simd, start, end, float *x) {
     const v128_t mul = wasm_f32x4_splat(1.0001f);
     const v128_t add = wasm_f32x4_splat(0.5f);
     uint32_t i = start;

@@ -2,16 +2,12 @@
  * stack_heavy: a recursive checksum whose frames each hold a 1 KiB array on
  * the stack, to show that every worker has a stack of its own.
  *
- * Data layout, in bytes from the start of the data region:
+ *     SW_KERNEL(stack_heavy, start, end, const uint32_t *seeds,
+ *               const uint32_t *depths, uint32_t *results)
  *
- *   0    records: n x 16 bytes, record i at 16 * i:
- *          +0  uint32 seed     input
- *          +4  uint32 depth    input: how many frames element i recurses through
- *          +8  uint32 result   output
- *          +12 uint32 unused
- *
- * An element is one record; compute_partition(start, end) writes the result of
- * records start..end-1. Run it with `elements=n, element_size=16`.
+ * An element is one index i of the three arrays: stack_heavy(start, end, ...)
+ * writes results[start:end], results[i] being the checksum of a recursion
+ * depths[i] frames deep from seeds[i].
  *
  * frame(level) fills a local uint32[256] from its seed and from its parent's
  * array (passed by pointer, so the array must live in memory, on the stack),
@@ -29,13 +25,6 @@
 #include <sharedwasm.h>
 
 #define WORDS 256
-
-struct record {
-    uint32_t seed;
-    uint32_t depth;
-    uint32_t result;
-    uint32_t unused;
-};
 
 /* A 32-bit integer hash ("lowbias32"). */
 static inline uint32_t mix(uint32_t x) {
@@ -62,10 +51,10 @@ __attribute__((noinline)) static uint32_t frame(const uint32_t *parent, uint32_t
     return acc;
 }
 
-SW_KERNEL(start, end) {
-    struct record *records = SW_DATA(struct record);
+SW_KERNEL(stack_heavy, start, end, const uint32_t *seeds, const uint32_t *depths,
+          uint32_t *results) {
     for (uint32_t i = start; i < end; i++) {
-        const uint32_t depth = records[i].depth;
-        records[i].result = depth ? frame(0, records[i].seed, 0, depth) : 0;
+        const uint32_t depth = depths[i];
+        results[i] = depth ? frame(0, seeds[i], 0, depth) : 0;
     }
 }

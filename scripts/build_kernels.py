@@ -1,8 +1,9 @@
-"""Rebuild the C kernels of `kernels/` whose `.wasm` is missing or stale.
+"""Rebuild the C kernel modules of `kernels/` whose `.wasm` is missing or stale.
 
-A module is current when its `sharedwasm.build` section records the digest of
-its source, the header, the ABI stub and the options it is built with now
-(`kernels/library.py` holds the options per kernel). With `--check`, nothing
+Each `kernels/NAME.c` is one module, `kernels/NAME.wasm`, with the entries it
+defines. A module is current when its `sharedwasm.build` section records the
+digest of its source, the header, the ABI stub and the options it is built
+with now (`kernels/library.py` holds the options per module). With `--check`, nothing
 is built and the exit status says whether everything is current.
 
     python scripts/build_kernels.py [--check]

@@ -83,6 +83,8 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
                 "poly_scalar",
                 "poly_simd",
                 "saxpy_simd",
+                "sum_f32",
+                "max_f32",
                 "mandelbrot",
                 "histogram",
                 "box_blur",
@@ -102,6 +104,19 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             "gb_per_s",
             *TIMING_KEYS,
         },
+    ),
+    "bench_dispatch.py": (
+        {
+            f"{case}/w{workers}{suffix}"
+            for workers in (1, 2)
+            for case, suffix in (
+                ("sharedwasm", "/back-to-back"),
+                ("sharedwasm", "/idle-1ms"),
+                ("sharedwasm-empty", "/interleaved"),
+                ("sharedwasm-four", "/interleaved"),
+            )
+        },
+        {"workers", "mode", *TIMING_KEYS},
     ),
 }
 """Per script: the cases it must report, and the keys every one of its lines has."""
@@ -152,6 +167,24 @@ def test_copy_vs_share_figures(quick_run):
     assert lines["sharedwasm"]["ratio_vs_sharedwasm"] == 1.0
     assert lines["processpool_pickle"]["workers"] == lines["sharedwasm"]["workers"] == 2
     assert len({r["bytes"] for r in lines.values()}) == 1
+
+
+def test_dispatch_reports_arguments_and_allocation(quick_run):
+    """The dispatch benchmark reports what four arguments and an allocation cost, per N."""
+    _, records = quick_run
+    lines = {r["case"]: r for r in records if r["script"] == "bench_dispatch.py"}
+    for workers in (1, 2):
+        four = lines[f"sharedwasm-four/w{workers}/interleaved"]
+        empty = lines[f"sharedwasm-empty/w{workers}/interleaved"]
+        assert (four["arguments"], empty["arguments"]) == (4, 0)
+        diff = lines[f"four-minus-empty/w{workers}"]
+        assert diff["difference_us"] == pytest.approx(four["median_us"] - empty["median_us"])
+        assert diff["target_difference_us"] == 1.5
+        assert isinstance(diff["difference_within_target"], bool)
+        alloc = lines[f"alloc/w{workers}"]
+        assert set(alloc) >= TIMING_KEYS
+        assert alloc["target_us"] == 20.0
+    assert lines["four-minus-empty/w2"]["target_four_median_us"] == 10.0
 
 
 def test_schedule_accounts_for_every_row(quick_run):

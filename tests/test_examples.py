@@ -1,14 +1,16 @@
-"""The examples run, and docs/writing-kernels.md works as printed."""
+"""The examples run and equal numpy, and docs/writing-kernels.md works as printed."""
 
 from __future__ import annotations
 
 import os
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,7 +24,6 @@ from sharedwasm import _build
 REPO = Path(__file__).parent.parent
 EXAMPLES = REPO / "examples"
 DOCS = (REPO / "docs" / "writing-kernels.md").read_text()
-README = (REPO / "README.md").read_text()
 EXTRA = "pip install 'sharedwasm[examples]'"
 
 
@@ -32,10 +33,10 @@ def blocks(language: str) -> list[str]:
 
 
 def c_snippets() -> dict[str, str]:
-    """Return the docs' C kernels by the file name each one's first comment gives it."""
+    """Return the docs' C and C++ kernels by the file name each one's first comment gives it."""
     named = {}
-    for text in blocks("c"):
-        name = re.match(r"/\* (\w+\.c): ", text)
+    for text in blocks("c") + blocks("cpp"):
+        name = re.match(r"/\* (\w+\.(?:c|cc)): ", text)
         assert name is not None, f"a C snippet must open with /* NAME.c: ... */:\n{text}"
         named[name.group(1)] = text
     return named
@@ -102,6 +103,41 @@ def test_blur_equals_numpy(examples, tmp_path, mode, channels):
     np.testing.assert_array_equal(blurred, box_blur(pixels, 2))
 
 
+@pytest.mark.parametrize(("passes", "threshold"), [(1, 0), (2, 128), (3, 255)])
+def test_blur_then_threshold_pipeline_equals_numpy(examples, tmp_path, passes, threshold):
+    """blur.py --threshold T blurs, then thresholds the blurred image, as numpy does."""
+    pixels = np.random.default_rng(threshold).integers(0, 256, (31, 19, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "in.png")
+    proc = run(
+        examples / "blur.py",
+        tmp_path / "in.png",
+        tmp_path / "out.png",
+        "--passes",
+        str(passes),
+        "--threshold",
+        str(threshold),
+        "--workers",
+        "2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pool    2 workers running blur.wasm (entries blur, threshold)" in proc.stdout
+    assert re.search(rf"^run     threshold {threshold} over {pixels.size} bytes: ", proc.stdout,
+                     re.M)  # fmt: skip
+    assert "check   output equals numpy" in proc.stdout
+    with Image.open(tmp_path / "out.png") as out:
+        got = np.asarray(out)
+    expected = np.where(box_blur(pixels, passes) >= threshold, 255, 0)
+    np.testing.assert_array_equal(got, expected)
+    assert set(np.unique(got)) <= {0, 255}
+
+
+def test_blur_refuses_a_threshold_out_of_range(examples, tmp_path):
+    """A threshold outside [0, 255] is a usage error."""
+    proc = run(examples / "blur.py", "--demo", tmp_path / "o.png", "--threshold", "256")
+    assert proc.returncode == 2
+    assert "--threshold: must be in [0, 255] (got 256)" in proc.stderr
+
+
 def test_blur_demo_builds_only_when_stale(examples, tmp_path):
     """blur.py --demo builds blur.wasm when it is missing or its source changed, not otherwise."""
     out = tmp_path / "demo.png"
@@ -151,6 +187,37 @@ def test_mandelbrot_renders(examples, tmp_path):
         assert (image.size, image.mode) == ((64, 40), "RGB")
 
 
+def mandelbrot_numpy(view: Any) -> npt.NDArray[np.uint32]:
+    """mandelbrot.c's counts in numpy float64, the kernel's operations in its order."""
+    cr = view.x_min + np.arange(view.width, dtype=np.float64) * view.step
+    ci = view.y_max - np.arange(view.height, dtype=np.float64)[:, None] * view.step
+    shape = (view.height, view.width)
+    cr, ci = np.broadcast_to(cr, shape), np.broadcast_to(ci, shape)
+    zr, zi, zr2, zi2 = (np.zeros(cr.shape) for _ in range(4))
+    counts = np.zeros(cr.shape, np.uint32)
+    for _ in range(view.max_iter):
+        going = zr2 + zi2 <= 4.0
+        zi = np.where(going, 2.0 * zr * zi + ci, zi)
+        zr = np.where(going, zr2 - zi2 + cr, zr)
+        zr2, zi2 = zr * zr, zi * zi
+        counts += going
+    return counts
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_mandelbrot_counts_equal_numpy(examples, workers):
+    """The example's render, static and dynamic, equals numpy's float64 iteration exactly."""
+    module = runpy.run_path(str(examples / "mandelbrot.py"))
+    kernel = module["load_kernel"]()
+    view = module["View"](53, 37, 60, *module["viewport"](53, 37, (-0.75, 0.5), 3.0))
+    expected = mandelbrot_numpy(view)
+    assert len(np.unique(expected)) > 10
+    for schedule in ("static", "dynamic"):
+        counts, result = module["render"](kernel, view, workers, schedule)
+        np.testing.assert_array_equal(counts, expected)
+        assert sum(d.elements for d in result.done) == view.height
+
+
 @pytest.mark.parametrize(
     ("script", "args"), [("blur.py", ["--demo", "o.png"]), ("mandelbrot.py", ["o.png"])]
 )
@@ -194,11 +261,15 @@ def test_documented_build_command(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(c_snippets()))
 def test_docs_c_snippet_builds(tmp_path, name):
-    """Each C kernel in docs/writing-kernels.md builds without a warning and loads."""
+    """Each C kernel in docs/writing-kernels.md builds without a warning, with typed entries."""
     source = tmp_path / name
     source.write_text(c_snippets()[name])
     kernel = sw.Kernel.from_file(sw.build(source))
     assert kernel.uses_stack
+    assert kernel.entries
+    assert all(
+        entry.typed and entry.name != "compute_partition" for entry in kernel.entries.values()
+    )
 
 
 def test_docs_python_snippets_run(tmp_path, monkeypatch):
@@ -220,7 +291,7 @@ def test_docs_build_by_hand(tmp_path):
     expected = {*_build._COMPILE_FLAGS, *_build._LINK_FLAGS, *_build._WASM_OPT_FEATURES}
     assert expected - words == set()
     assert {"--stack-check", "-g", "$INC/sharedwasm_abi.s"} <= words
-    (tmp_path / "kernel.c").write_text(c_snippets()["double.c"])
+    (tmp_path / "kernel.c").write_text(c_snippets()["scale.c"])
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -232,16 +303,5 @@ def test_docs_build_by_hand(tmp_path):
     kernel = sw.Kernel.from_file(tmp_path / "kernel.wasm")
     assert kernel.uses_stack
     assert kernel.stack_checked
-
-
-def test_readme_c_kernel_runs(tmp_path, make_pool):
-    """The README's C kernel builds and computes sqrt in place."""
-    (source,) = re.findall(r"^```c\n(.*?)^```$", README, re.S | re.M)
-    (tmp_path / "kernel.c").write_text(source)
-    kernel = sw.Kernel.from_file(sw.build(tmp_path / "kernel.c", optimize="3"))
-    pool = make_pool(kernel, sw.Memory(8, 16), 2)
-    x = pool.data(np.float32)
-    x[:] = np.arange(len(x), dtype=np.float32)
-    expected = np.sqrt(x)
-    pool.run("readme")
-    np.testing.assert_array_equal(pool.data(np.float32), expected)
+    # No signature record by hand: the entry is there, its parameters untyped.
+    assert str(kernel.entries["scale"]) == "scale(start, end, f32 arg0, i32 arg1)"

@@ -45,7 +45,7 @@ def test_readme_example_runs_as_printed(tmp_path, monkeypatch, capsys):
     sw.build(tmp_path / "saxpy.c", optimize="3", simd=True)
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(compile(python_source, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(python_source, "README.md", "exec"), namespace)
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == "saxpy(start, end, float a, const float *x, float *y)"
     x = np.linspace(0, 1, 10_000_000, dtype=np.float32)

@@ -1,27 +1,20 @@
 ;; Mandelbrot escape counts, one element per image row.
 ;;
-;; The data region starts with a 64-byte header written by the host:
-;;   +0  i32 width      +4  i32 height     +8  i32 max_iter
-;;   +16 f64 x0         +24 f64 dx         +32 f64 y0         +40 f64 dy
-;; and the image follows at +64: height x width i32 iteration counts, row-major.
-;; Pixel (row, col) is c = (x0 + col*dx) + (y0 + row*dy)i. All float math is f64
-;; without fused operations, in the order a numpy float64 reference uses, so the
-;; counts match it exactly. A row costs anything from a few to width*max_iter
+;;   entry:mandelbrot_rows(start, end, int32_t *image, uint32_t width,
+;;                         uint32_t max_iter, double x0, double dx, double y0, double dy)
+;;
+;; image is height x width i32 iteration counts, row-major; rows start..end-1
+;; are written. Pixel (row, col) is c = (x0 + col*dx) + (y0 + row*dy)i. All
+;; float math is f64 without fused operations, in the order a numpy float64
+;; reference uses, so the counts match it exactly. A row costs anything from a few to width*max_iter
 ;; iterations, which is what makes a static split uneven.
 (module
   (import "env" "memory" (memory 1 65536 shared))
-  (import "env" "data_offset" (global $data i32))
-  (func (export "compute_partition") (param $start i32) (param $end i32)
-    (local $width i32) (local $max i32)
-    (local $x0 f64) (local $dx f64) (local $y0 f64) (local $dy f64)
+  (func (export "entry:mandelbrot_rows") (param $start i32) (param $end i32)
+    (param $image i32) (param $width i32) (param $max i32)
+    (param $x0 f64) (param $dx f64) (param $y0 f64) (param $dy f64)
     (local $row i32) (local $col i32) (local $out i32) (local $n i32)
     (local $cr f64) (local $ci f64) (local $zr f64) (local $zi f64) (local $zr2 f64) (local $zi2 f64)
-    (local.set $width (i32.load (global.get $data)))
-    (local.set $max (i32.load offset=8 (global.get $data)))
-    (local.set $x0 (f64.load offset=16 (global.get $data)))
-    (local.set $dx (f64.load offset=24 (global.get $data)))
-    (local.set $y0 (f64.load offset=32 (global.get $data)))
-    (local.set $dy (f64.load offset=40 (global.get $data)))
     (local.set $row (local.get $start))
     (block $rows_done
       (loop $rows
@@ -30,7 +23,7 @@
           (f64.add (local.get $y0) (f64.mul (f64.convert_i32_u (local.get $row)) (local.get $dy))))
         (local.set $out
           (i32.add
-            (i32.add (global.get $data) (i32.const 64))
+            (local.get $image)
             (i32.shl (i32.mul (local.get $row) (local.get $width)) (i32.const 2))))
         (local.set $col (i32.const 0))
         (block $cols_done
@@ -60,4 +53,11 @@
             (local.set $col (i32.add (local.get $col) (i32.const 1)))
             (br $cols)))
         (local.set $row (i32.add (local.get $row) (i32.const 1)))
-        (br $rows)))))
+        (br $rows))))
+  (@custom "sharedwasm.entries"
+    "{\"version\": 1, \"entries\": {\"mandelbrot_rows\": ["
+    "{\"name\": \"image\", \"type\": \"int32_t *\", \"canonical\": \"int *\"}, "
+    "{\"name\": \"width\", \"type\": \"uint32_t\", \"canonical\": \"unsigned int\"}, "
+    "{\"name\": \"max_iter\", \"type\": \"uint32_t\", \"canonical\": \"unsigned int\"}, "
+    "{\"name\": \"x0\", \"type\": \"double\"}, {\"name\": \"dx\", \"type\": \"double\"}, "
+    "{\"name\": \"y0\", \"type\": \"double\"}, {\"name\": \"dy\", \"type\": \"double\"}]}}"))

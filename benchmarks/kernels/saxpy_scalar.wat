@@ -1,30 +1,30 @@
-;; SAXPY, y = a * x + y with a = 2.0, one element at a time.
+;; SAXPY, y = a * x + y, one element at a time.
 ;;
-;; Data layout, in bytes from data_offset:
+;;   entry:saxpy(start, end, const float *x, float *y, float a)
 ;;
-;;   0          n, an i32: the length of x and of y
-;;   64         x: n float32
-;;   64 + 4n    y: n float32 (64-byte aligned when n is a multiple of 16)
-;;
-;; Run it with `elements=n`; compute_partition(start, end) updates
-;; y[start:end]. Each element is an f32.mul then an f32.add, not fused.
+;; updates y[start:end] and only reads x. Each element is an f32 multiply then
+;; an f32 add, not fused.
 (module
   (import "env" "memory" (memory 1 65536 shared))
-  (import "env" "data_offset" (global $data i32))
-  (func (export "compute_partition") (param $start i32) (param $end i32)
+  (func (export "entry:saxpy") (param $start i32) (param $end i32)
+    (param $x i32) (param $y i32) (param $a f32)
     (local $px i32) (local $stop i32) (local $dy i32)
     (local.set $px
-      (i32.add (i32.add (global.get $data) (i32.const 64)) (i32.shl (local.get $start) (i32.const 2))))
+      (i32.add (local.get $x) (i32.shl (local.get $start) (i32.const 2))))
     (local.set $stop
-      (i32.add (i32.add (global.get $data) (i32.const 64)) (i32.shl (local.get $end) (i32.const 2))))
-    ;; y[i] lives 4n bytes after x[i].
-    (local.set $dy (i32.shl (i32.load (global.get $data)) (i32.const 2)))
+      (i32.add (local.get $x) (i32.shl (local.get $end) (i32.const 2))))
+    ;; y[i] lives y - x bytes after x[i].
+    (local.set $dy (i32.sub (local.get $y) (local.get $x)))
     (block $done
       (loop $next
         (br_if $done (i32.ge_u (local.get $px) (local.get $stop)))
         (f32.store (i32.add (local.get $px) (local.get $dy))
           (f32.add
-            (f32.mul (f32.const 2.0) (f32.load (local.get $px)))
+            (f32.mul (local.get $a) (f32.load (local.get $px)))
             (f32.load (i32.add (local.get $px) (local.get $dy)))))
         (local.set $px (i32.add (local.get $px) (i32.const 4)))
-        (br $next)))))
+        (br $next))))
+  (@custom "sharedwasm.entries"
+    "{\"version\": 1, \"entries\": {\"saxpy\": ["
+    "{\"name\": \"x\", \"type\": \"const float *\"}, {\"name\": \"y\", \"type\": \"float *\"}, "
+    "{\"name\": \"a\", \"type\": \"float\"}]}}"))

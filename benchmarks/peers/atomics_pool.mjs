@@ -24,8 +24,11 @@ import {
 } from './layout.mjs';
 
 export class AtomicsPool {
-  static async create(module, memory, totalWorkers) {
+  // call: { entry, args }, the export each worker calls and the arguments
+  // after (start, end); default compute_partition, with none.
+  static async create(module, memory, totalWorkers, call = {}) {
     const pool = new AtomicsPool(memory, totalWorkers);
+    pool.call = { entry: call.entry ?? 'compute_partition', args: call.args ?? [] };
     try {
       await pool.#start(module);
     } catch (err) {
@@ -64,6 +67,7 @@ export class AtomicsPool {
           workerIndex,
           totalWorkers: this.totalWorkers,
           dataOffset: this.dataOffset,
+          call: this.call,
           controlOffset: this.controlOffset,
         });
         this.workers.push(w);
@@ -113,7 +117,8 @@ if (!isMainThread) {
         total_workers: totalWorkers,
       }),
     );
-    const computePartition = instance.exports.compute_partition;
+    const entry = instance.exports[data.call.entry];
+    const args = data.call.args;
     const status = new Int32Array(memory.buffer, STATUS_BYTE_OFFSET, totalWorkers);
     const c = new Int32Array(memory.buffer, data.controlOffset, CONTROL_WORDS);
     parentPort.postMessage({ type: 'READY', workerIndex });
@@ -132,7 +137,7 @@ if (!isMainThread) {
       const [start, end] = partition(Atomics.load(c, ELEMENTS) >>> 0, totalWorkers, workerIndex);
       let outcome = 1;
       try {
-        computePartition(start, end);
+        entry(start, end, ...args);
       } catch (err) {
         // Count the worker out anyway, or the main thread would wait forever.
         outcome = TRAPPED;

@@ -4,8 +4,12 @@
 //   node bench.mjs --peer reference|atomics --wasm kernel.wasm --workers N
 //       --pages P --maximum M [--grow G] [--elements E] --runs R --warmup W
 //       [--idle-ms MS] [--input FILE] [--check-offset BYTES --check-count K]
-//       [--dump FILE]
+//       [--dump FILE] [--entry EXPORT --args JSON]
 //
+// --entry names the function the workers call (default compute_partition),
+// with (start, end, ...args); --args is a JSON list whose numbers are passed
+// as they are and whose {"offset": BYTES} items become the address of that
+// byte of the data region (an array the input put there).
 // --input copies a file to the data region, then one untimed run computes
 // the output, which is summed for the checksum and written to --dump; the
 // checked output is K float32 at data_offset + BYTES (default: the elements).
@@ -15,6 +19,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AtomicsPool } from './atomics_pool.mjs';
+import { layoutFor } from './layout.mjs';
 import { ReferencePool } from './reference_pool.mjs';
 
 const PEERS = { reference: ReferencePool, atomics: AtomicsPool };
@@ -35,6 +40,8 @@ const { values: opt } = parseArgs({
     'check-offset': { type: 'string', default: '0' },
     'check-count': { type: 'string' },
     dump: { type: 'string' },
+    entry: { type: 'string', default: 'compute_partition' },
+    args: { type: 'string', default: '[]' },
   },
   strict: true,
 });
@@ -74,8 +81,10 @@ async function main() {
     maximum: int('maximum'),
     shared: true,
   });
+  const { dataOffset } = layoutFor(workers);
+  const args = JSON.parse(opt.args).map((a) => (typeof a === 'number' ? a : dataOffset + a.offset));
   const t0 = process.hrtime.bigint();
-  const pool = await Pool.create(module, memory, workers);
+  const pool = await Pool.create(module, memory, workers, { entry: opt.entry, args });
   const startupMs = Number(process.hrtime.bigint() - t0) / 1e6;
   try {
     if (int('grow')) pool.grow(int('grow'));

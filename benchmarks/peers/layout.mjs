@@ -11,7 +11,7 @@ import { CONTROL_WORDS, Command, Control, Status } from '../../src/sharedwasm/we
 export { CONTROL_WORDS };
 export const STATUS_BYTE_OFFSET = 0;
 export const { GENERATION, COMMAND, ELEMENTS, PENDING } = Control;
-// A status slot's value when the worker's compute_partition threw.
+// A status slot's value when the worker's entry threw.
 export const { TRAPPED } = Status;
 export const { RUN, EXIT } = Command;
 

@@ -10,8 +10,11 @@ import { Worker, isMainThread, parentPort } from 'node:worker_threads';
 import { STATUS_BYTE_OFFSET, importsFor, layoutFor, partition } from './layout.mjs';
 
 export class ReferencePool {
-  static async create(module, memory, totalWorkers) {
+  // call: { entry, args }, the export each worker calls and the arguments
+  // after (start, end); default compute_partition, with none.
+  static async create(module, memory, totalWorkers, call = {}) {
     const pool = new ReferencePool(memory, totalWorkers);
+    pool.call = { entry: call.entry ?? 'compute_partition', args: call.args ?? [] };
     try {
       await pool.#start(module);
     } catch (err) {
@@ -50,6 +53,7 @@ export class ReferencePool {
           workerIndex,
           totalWorkers: this.totalWorkers,
           dataOffset: this.dataOffset,
+          call: this.call,
         });
         this.workers.push(w);
       }
@@ -88,7 +92,8 @@ export class ReferencePool {
 
 if (!isMainThread) {
   let wasmMemory;
-  let computePartition;
+  let entry;
+  let args;
   let workerIndex;
   let totalWorkers;
   let dataByteOffset;
@@ -105,7 +110,8 @@ if (!isMainThread) {
         total_workers: totalWorkers,
       });
       const instance = await WebAssembly.instantiate(data.module, imports);
-      computePartition = instance.exports.compute_partition;
+      entry = instance.exports[data.call.entry];
+      args = data.call.args;
       parentPort.postMessage({ type: 'READY', workerIndex });
     }
 
@@ -116,7 +122,7 @@ if (!isMainThread) {
       const totalElements =
         data.elements ?? Math.floor((wasmMemory.buffer.byteLength - dataByteOffset) / 4);
       const [start, end] = partition(totalElements, totalWorkers, workerIndex);
-      computePartition(start, end);
+      entry(start, end, ...args);
       Atomics.store(status, workerIndex, 1);
       Atomics.notify(status, workerIndex, 1);
       parentPort.postMessage({ type: 'DONE', runId: data.runId, workerIndex });

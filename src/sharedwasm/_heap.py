@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import math
 import operator
 import threading
 import weakref
@@ -203,7 +204,7 @@ class Heap:
         owner: npt.NDArray[np.uint8] = np.frombuffer(memoryview(raw).cast("B"), np.uint8)
         release = self.release_later
         block.owner = weakref.ref(owner, lambda _ref: release(block))
-        count = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        count = math.prod(shape) * dtype.itemsize
         return owner[:count].view(dtype).reshape(shape)
 
 
@@ -329,7 +330,7 @@ class HeapArrays:
         """
         self._check_closed()
         dims, dt = _shape(shape), _dtype(dtype)
-        nbytes = int(np.prod(dims, dtype=np.int64)) * dt.itemsize if dims else dt.itemsize
+        nbytes = math.prod(dims) * dt.itemsize
         block = self._allocate(nbytes, locked=False)
         array = self._heap.array(block, dims, dt)
         self._arrays.register(array, block)
@@ -436,7 +437,7 @@ class HeapArrays:
 
     def _temporary(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> npt.NDArray[Any]:
         """An array for one run's copy of an ordinary array; the run lock is held."""
-        nbytes = max(1, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
+        nbytes = max(1, math.prod(shape) * dtype.itemsize)
         block = self._allocate(nbytes, locked=True)
         return self._heap.array(block, shape, dtype)
 
@@ -447,9 +448,10 @@ class HeapArrays:
         run lock (unless the caller holds it: `locked`) and waits for a run
         left in the background.
         """
-        heap = self._heap
-        heap.extend(self._memory.byte_length)  # a kernel may have grown it
-        block = heap.allocate(nbytes)
+        # The memory's size is a call into wasmtime: asked only when the heap
+        # is full (then _grow_for first takes in what a kernel's own
+        # memory.grow may have added).
+        block = self._heap.allocate(nbytes)
         if block is not None:
             return block
         if locked:

@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -380,7 +380,7 @@ class WorkerPool(HeapArrays):
             f"data_offset={self.data_offset}>"
         )
 
-    def __enter__(self) -> WorkerPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
