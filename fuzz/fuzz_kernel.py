@@ -30,6 +30,7 @@ past it, add `-fork=1 -ignore_crashes=1`.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -119,6 +120,9 @@ def main() -> None:
     """Instrument the Python code and hand control to libFuzzer."""
     import atheris  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
+    # Mutants are compiled once each: caching their code would only fill the
+    # user's compiled-code cache and add a write to every input.
+    os.environ.setdefault("SHAREDWASM_CACHE", "0")
     atheris.instrument_all()
     atheris.Setup(sys.argv, lambda data: one_input(data, atheris.FuzzedDataProvider))
     atheris.Fuzz()

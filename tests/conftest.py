@@ -1,7 +1,14 @@
-"""Shared fixtures: cached kernels, a pool factory that checks for leaked threads."""
+"""Shared fixtures: cached kernels, a pool factory that checks for leaked threads.
+
+The whole session, and every process it starts, keeps its compiled code in a
+temporary cache directory of its own, never in the user's.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,6 +26,23 @@ TIMEOUT = 10.0
 """Upper bound, in seconds, of every join and wait in the tests."""
 
 KERNELS = Path(__file__).parent / "kernels"
+
+
+_SESSION_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Set before any test compiles anything; subprocesses inherit it.
+    directory = tempfile.mkdtemp(prefix="sharedwasm-test-cache-")
+    config.stash[_SESSION_CACHE] = directory
+    os.environ["SHAREDWASM_CACHE_DIR"] = os.path.join(directory, "cache")
+    os.environ.pop("SHAREDWASM_CACHE", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    directory = config.stash.get(_SESSION_CACHE, None)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

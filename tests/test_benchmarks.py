@@ -118,6 +118,15 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
         },
         {"workers", "mode", *TIMING_KEYS},
     ),
+    "bench_cache.py": (
+        {
+            f"{kind}/{module}"
+            for kind in ("compile", "hit")
+            for module in ("map_f32", "box_blur", "runner", "atomics")
+        }
+        | {"process/cached", "process/uncached"},
+        {"bench", "case", "median_us", *TIMING_KEYS},
+    ),
 }
 """Per script: the cases it must report, and the keys every one of its lines has."""
 
@@ -204,6 +213,19 @@ def test_idle_percentages(quick_run):
             assert line["metric"] == "cpu_percent"
             assert 0 <= line["cpu_percent"] < 100 * 8
             assert 0 <= line["threads_cpu_percent"] < 100 * 8
+
+
+def test_cache_processes(quick_run):
+    _, records = quick_run
+    lines = {r["case"]: r for r in records if r["script"] == "bench_cache.py"}
+    assert lines["process/cached"]["compiles"] == 0
+    assert lines["process/cached"]["hits"] >= 3
+    assert lines["process/uncached"]["hits"] == 0
+    assert lines["process/uncached"]["compiles"] >= 3
+    for case in ("process/cached", "process/uncached"):
+        assert {"load_us", "pool_us", "threads_us", "minus_threads_us", "again_us"} <= set(
+            lines[case]
+        )
 
 
 def test_chart_from_results(quick_run, tmp_path):

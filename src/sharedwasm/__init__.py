@@ -9,6 +9,7 @@ from ._entries import Param as Param
 from ._errors import BrokenPoolError as BrokenPoolError
 from ._errors import BuildError as BuildError
 from ._errors import BuildWarning as BuildWarning
+from ._errors import CacheWarning as CacheWarning
 from ._errors import CopyWarning as CopyWarning
 from ._errors import KernelError as KernelError
 from ._errors import KernelTrap as KernelTrap
@@ -37,6 +38,7 @@ __all__ = [
     "BrokenPoolError",
     "BuildError",
     "BuildWarning",
+    "CacheWarning",
     "CopyWarning",
     "Entry",
     "Kernel",

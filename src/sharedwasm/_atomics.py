@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import wasmtime
 
-from . import _wasmtime
+from . import _cache, _wasmtime
 from ._errors import LayoutError
 from ._memory import Memory, memory_of
 
@@ -101,7 +101,7 @@ def _helper_wat() -> str:
 
 @functools.cache
 def _module(interruptible: bool) -> wasmtime.Module:
-    return wasmtime.Module(_wasmtime.engine(interruptible), _helper_wat())
+    return _cache.compile_module(_helper_wat(), interruptible=interruptible)
 
 
 class Helper:

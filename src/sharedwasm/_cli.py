@@ -1,4 +1,4 @@
-"""The `sharedwasm` command line: `demo`, `build`, `serve` and `info`."""
+"""The `sharedwasm` command line: `demo`, `build`, `serve`, `info` and `cache`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import _build, _builtin, _serve
+from . import _build, _builtin, _cache, _serve
 from ._errors import BuildWarning, KernelError, ToolchainNotFoundError
 from ._kernel import Kernel
 from ._lifecycle import default_workers
@@ -139,7 +139,23 @@ def _parser() -> argparse.ArgumentParser:
         help="address to bind (default: loopback only; 0.0.0.0 or :: for every interface)",
     )
     serve.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
-    sub.add_parser("info", help="print versions and the CPU count")
+    sub.add_parser("info", help="print versions, the CPU count, the toolchain and the cache")
+    cache = sub.add_parser(
+        "cache",
+        help="show where the compiled-code cache is, or clear it",
+        description=(
+            "Compiled kernels are kept in a per-user cache directory so that other processes "
+            f"load them instead of compiling again. {_cache.DIR_VARIABLE} moves it, "
+            f"{_cache.SWITCH_VARIABLE}=0 turns it off."
+        ),
+    )
+    cache.add_argument(
+        "action",
+        nargs="?",
+        choices=("show", "clear"),
+        default="show",
+        help="show (the default) prints where it is; clear removes its entries and key",
+    )
     return parser
 
 
@@ -260,6 +276,40 @@ def _serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(size: int) -> str:
+    return f"{size / 2**10:.0f} KiB" if size < 2**20 else f"{size / 2**20:.1f} MiB"
+
+
+def _cache_line() -> str:
+    info = _cache.info()
+    if info.state == "off":
+        detail = f"off: {info.reason}"
+    elif info.state == "unusable":
+        detail = f"not used: {info.reason}"
+    elif info.reason:
+        detail = f"on, {info.reason}"
+    else:
+        count = f"{info.entries} entr{'y' if info.entries == 1 else 'ies'}"
+        detail = f"on, {count}, {_size(info.size)}"
+    return f"cache      {info.directory or 'none'} ({detail})"
+
+
+def _cache_command(args: argparse.Namespace) -> int:
+    if args.action == "show":
+        print(_cache_line())
+        return 0
+    try:
+        directory, removed = _cache.clear()
+    except OSError as exc:
+        print(f"sharedwasm cache clear: {exc}", file=sys.stderr)
+        return 1
+    if directory is None:
+        print("sharedwasm cache clear: there is no compiled-code cache here", file=sys.stderr)
+        return 0
+    print(f"removed {removed} file{'' if removed == 1 else 's'} from {directory}")
+    return 0
+
+
 def _info() -> int:
     import importlib.metadata
 
@@ -269,6 +319,7 @@ def _info() -> int:
     print(f"python     {platform.python_version()} ({platform.python_implementation()})")
     print(f"platform   {platform.platform()}")
     print(f"cpus       {default_workers()} usable of {os.cpu_count()}")
+    print(_cache_line())
     for label, tool in _build.toolchain().items():
         print(f"{label:<10} {tool}")
     return 0
@@ -290,4 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve_command(args)
     if args.command == "build":
         return _build_command(args)
+    if args.command == "cache":
+        return _cache_command(args)
     return _info()

@@ -15,6 +15,7 @@ also from the builtin exception that fits, so code that already catches
      ├─ BrokenPoolError(RuntimeError)  the pool cannot be used after a failure
      └─ OutOfMemory(MemoryError)       the heap is full and the memory at its maximum
     CopyWarning(UserWarning)           an ordinary array was copied in and out for a run
+    CacheWarning(UserWarning)          the compiled-code cache cannot be used; code is compiled
     SharedWasmInternalError(Exception) a bug in sharedwasm; please report it
 
 Plain argument mistakes (a negative page count, a float where an int is
@@ -170,6 +171,17 @@ class CopyWarning(UserWarning):
 
     Issued once per pool. Arrays made with `WorkerPool.asarray` (or `empty`,
     `zeros`, `full`) live in the shared memory and pass to kernels with no copy.
+    """
+
+
+class CacheWarning(UserWarning):
+    """The compiled-code cache cannot be used, so modules are compiled instead.
+
+    Issued at most once per process and directory, with the reason: the
+    directory cannot be created or written, or it is not private to the user
+    (owned by someone else, or writable by group or others). Compiling still
+    works; only the time it saves is lost. `SHAREDWASM_CACHE=0` turns the
+    cache off and silences it.
     """
 
 

@@ -30,7 +30,9 @@ not export it is refused: every worker would push its frames onto one stack.
 Compilation happens once per engine, here; every worker instantiates the same
 compiled module in its own store. The plain engine's compile happens when the
 kernel is built (it is also the validation); the interruptible engine's, with
-its epoch checks, on the first pool over an interruptible memory.
+its epoch checks, on the first pool over an interruptible memory. Both go
+through the compiled-code cache (`_cache`), so a process that finds the code
+there loads it instead: an entry exists only for bytes that compiled.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import wasmtime
 
-from . import _binary, _wasmtime
+from . import _binary, _cache, _wasmtime
 from ._entries import SIGNATURE_SECTION, Entry, read_entries
 from ._errors import KernelError, error_cause
 
@@ -131,7 +133,7 @@ class Kernel:
                 f"{name} is not WebAssembly: a module starts with b'\\0asm' (got {data[:4]!r})"
             )
         try:
-            module = wasmtime.Module(_wasmtime.engine(), data)
+            module = _cache.compile_module(data)
         except wasmtime.WasmtimeError as exc:
             raise KernelError(
                 f"{name} is not valid WebAssembly: {error_cause(str(exc), repr(exc))}"
@@ -302,7 +304,7 @@ class Kernel:
             module = self._modules.get(interruptible)
             if module is None:
                 # The bytes compiled once already; only the code generated differs.
-                module = wasmtime.Module(_wasmtime.engine(interruptible), self._wasm)
+                module = _cache.compile_module(self._wasm, interruptible=interruptible)
                 self._modules[interruptible] = module
             return module
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 
 import wasmtime
 
-from . import _wasmtime
+from . import _cache, _wasmtime
 from ._errors import KernelError, error_cause
 from ._kernel import CALL_CTORS, INIT_TLS, SET_STACK_LIMITS, STACK_POINTER, Kernel
 from ._layout import (
@@ -373,8 +373,8 @@ def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
 
 @functools.cache
 def runner_module(interruptible: bool, entries: tuple[tuple[str, ...], ...]) -> wasmtime.Module:
-    """Compile the runner once per process, engine and set of entry signatures."""
-    return wasmtime.Module(_wasmtime.engine(interruptible), runner_wat(entries))
+    """Compile the runner (or load it from the cache) once per process, engine and entry set."""
+    return _cache.compile_module(runner_wat(entries), interruptible=interruptible)
 
 
 @functools.cache

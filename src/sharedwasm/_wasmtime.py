@@ -6,7 +6,8 @@ This is the one place that knows about wasmtime-py's internals:
   enabled, explicit bounds checks), one of them with epoch interruption; a
   shared memory can only be imported by modules of its own engine. They
   compile on the calling thread, so a child made by `os.fork()` inherits
-  engines, kernels and memories that keep working;
+  engines, kernels and memories that keep working; `engine_settings` lists
+  everything they are configured with, which keys their compiled-code cache;
 * `process_id`, kept current by an at-fork hook, so that a pool can tell it
   was inherited by a child of fork() without its worker threads;
 * `new_store` and `interrupt_when`, the per-store half of interruption: a
@@ -27,9 +28,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import wasmtime
@@ -55,31 +58,57 @@ def engine(interruptible: bool = False) -> wasmtime.Engine:
     return _engine(bool(interruptible))
 
 
+def engine_settings(interruptible: bool) -> dict[str, bool | int]:
+    """Return the `wasmtime.Config` settings of the plain or the interruptible engine.
+
+    They are all the engine is given, so they also name its code in the
+    compiled-code cache (see `_cache`).
+    """
+    return {
+        "wasm_threads": True,
+        "shared_memory": True,
+        # Each worker's store holds two instances that import the one shared
+        # memory, the kernel and the runner. With signal-based traps, a kernel's
+        # out-of-bounds access faults in a memory that wasmtime 50 then finds
+        # twice in the store, and it aborts the whole process (store.rs
+        # "assertion failed: fault.is_none()"). Explicit bounds checks turn the
+        # same access into an ordinary trap, at a cost on memory-bound kernels
+        # (about 1.4-1.7x on SAXPY, none measurable on compute-bound ones).
+        "signals_based_traps": False,
+        "epoch_interruption": bool(interruptible),
+        # Stated, not left to the default: the pool gives every thread that runs
+        # kernel code at least this much native stack and more (see _stack).
+        "max_wasm_stack": _stack.WASM_STACK,
+        # Parallel compilation runs on rayon's process-wide thread pool, which
+        # starts with the first compile and is never restarted: in a child of
+        # fork() its threads do not exist, and the next compile waits for them
+        # forever. Compiling on the calling thread keeps fork() safe and the
+        # process free of idle threads, for up to twice the time per compile on
+        # 2 CPUs (a millisecond or two for a kernel).
+        "parallel_compilation": False,
+    }
+
+
+@functools.cache
+def engine_key(interruptible: bool) -> str:
+    """Return `engine_settings` as canonical JSON: the engine's part of a cache key."""
+    return json.dumps(engine_settings(interruptible), sort_keys=True, separators=(",", ":"))
+
+
 @functools.cache
 def _engine(interruptible: bool) -> wasmtime.Engine:
     config = wasmtime.Config()
-    config.wasm_threads = True
-    config.shared_memory = True
-    # Each worker's store holds two instances that import the one shared
-    # memory, the kernel and the runner. With signal-based traps, a kernel's
-    # out-of-bounds access faults in a memory that wasmtime 50 then finds
-    # twice in the store, and it aborts the whole process (store.rs
-    # "assertion failed: fault.is_none()"). Explicit bounds checks turn the
-    # same access into an ordinary trap, at a cost on memory-bound kernels
-    # (about 1.4-1.7x on SAXPY, none measurable on compute-bound ones).
-    config.signals_based_traps = False
-    config.epoch_interruption = interruptible
-    # Stated, not left to the default: the pool gives every thread that runs
-    # kernel code at least this much native stack and more (see _stack).
-    config.max_wasm_stack = _stack.WASM_STACK
-    # Parallel compilation runs on rayon's process-wide thread pool, which
-    # starts with the first compile and is never restarted: in a child of
-    # fork() its threads do not exist, and the next compile waits for them
-    # forever. Compiling on the calling thread keeps fork() safe and the
-    # process free of idle threads, for up to twice the time per compile on
-    # 2 CPUs (a millisecond or two for a kernel).
-    config.parallel_compilation = False
+    for name, value in engine_settings(interruptible).items():
+        # A misspelt name would only add an attribute, so it must be a setter.
+        assert isinstance(getattr(wasmtime.Config, name, None), property), name
+        setattr(config, name, value)
     return wasmtime.Engine(config)
+
+
+def native_library() -> Path | None:
+    """Return the path of the wasmtime library that wasmtime-py loaded, if it says."""
+    filename = getattr(ffi, "filename", None)
+    return Path(filename) if filename is not None else None
 
 
 process_id = os.getpid()
