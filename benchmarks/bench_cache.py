@@ -1,7 +1,8 @@
 """The compiled-code cache: compiling a module against loading it, and a new process's pool start.
 
-Per module, on the plain engine: every `kernels/*.wasm`, the runner (of a
-one-entry kernel) and the atomics helper. `compile/<name>` times
+Per module, on the plain engine: every `kernels/*.wasm` as a pool compiles
+it (with the worker loop merged in), the worker loop merged into an empty
+one-entry kernel (`runner`), and the atomics helper. `compile/<name>` times
 `wasmtime.Module(engine, wasm)`, what every process pays without the cache;
 `hit/<name>` times `_cache.load_or_compile` on a stored entry (open the
 directory and the key, read the entry, check its header and HMAC,
@@ -75,13 +76,19 @@ print(json.dumps({"load": t1 - t0, "pool": t2 - t1, "threads": t4 - t3, "again":
 
 
 def modules() -> dict[str, bytes | str]:
-    """Return every module measured, by name: the kernels' bytes, the runner's and helper's text."""
-    from sharedwasm import _atomics, _runner
+    """Return every module measured, by name: the merged kernels' bytes, the helper's text."""
+    import sharedwasm as sw
+    from sharedwasm import _atomics
 
     found: dict[str, bytes | str] = {
-        path.stem: path.read_bytes() for path in sorted((ROOT / "kernels").glob("*.wasm"))
+        path.stem: sw.Kernel.from_file(path)._merged
+        for path in sorted((ROOT / "kernels").glob("*.wasm"))
     }
-    found["runner"] = _runner.runner_wat(((),))
+    empty = (
+        '(module (import "env" "memory" (memory 1 65536 shared)) '
+        '(func (export "entry:e") (param i32 i32)))'
+    )
+    found["runner"] = sw.Kernel.from_wat(empty)._merged
     found["atomics"] = _atomics._helper_wat()
     return found
 

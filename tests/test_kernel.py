@@ -251,6 +251,11 @@ def test_from_file_bad_content_names_the_file(tmp_path: Path, content: bytes, ma
             id="memory64",
         ),
         pytest.param(
+            [MEMORY, '(import "env" "memory" (memory 1 65536 shared))', ENTRY],
+            r"^kernel must import env.memory once \(it imports it twice\)$",
+            id="memory-imported-twice",
+        ),
+        pytest.param(
             ['(import "env" "memory" (global i32))', ENTRY],
             r"env.memory must be a memory import \(got immutable i32 global\)",
             id="memory-as-global",

@@ -212,9 +212,10 @@ def test_trap_matrix(
 ) -> None:
     """Each trap kind in any one worker is a KernelTrap for its range; the others finish."""
     if kind == OUT_OF_BOUNDS.name:
-        # Checked in a child process: this once aborted the process (a wasmtime
-        # panic on a memory fault in a store whose two instances import the one
-        # memory), and a regression must fail this test, not end the test run.
+        # Checked in a child process: an out-of-bounds access faults, and in a
+        # store where two instances import the memory wasmtime's handler finds
+        # it twice and aborts the process; a regression must fail this test,
+        # not end the test run.
         child = run_in_child(
             f"""
             import sharedwasm as sw
@@ -458,3 +459,165 @@ def test_closing_a_pool_after_a_trap_ends_every_thread(
     assert not pool_threads(pool)
     with pytest.raises(sw.PoolClosedError, match=rf"^{pool.name} is closed$"):
         pool.run(elements=ELEMENTS, timeout=TIMEOUT)
+
+
+# -- out-of-bounds accesses: faults that wasmtime turns into traps ---------------------
+
+# The edge kernel's i32 words at data_offset: the trapping worker, how it
+# accesses memory, and where; a gate (open: 1) the other workers wait at,
+# counting themselves in and out.
+EDGE_WAT = """
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+  (import "env" "data_offset" (global $data i32))
+  (import "env" "worker_index" (global $index i32))
+  (func (export "compute_partition") (param $start i32) (param $end i32)
+    (local $op i32) (local $at i32)
+    (if (i32.ne (i32.atomic.load (global.get $data)) (global.get $index))
+      (then
+        (drop (i32.atomic.rmw.add offset=16 (global.get $data) (i32.const 1)))
+        (block $open
+          (loop $closed
+            (br_if $open (i32.atomic.load offset=12 (global.get $data)))
+            (drop (memory.atomic.wait32 offset=12 (global.get $data) (i32.const 0)
+              (i64.const 10000000000)))
+            (br $closed)))
+        (drop (i32.atomic.rmw.add offset=20 (global.get $data) (i32.const 1)))
+        (return)))
+    (local.set $op (i32.load offset=4 (global.get $data)))
+    (local.set $at (i32.load offset=8 (global.get $data)))
+    (if (i32.eq (local.get $op) (i32.const 0)) (then (drop (i32.load8_u (local.get $at)))))
+    (if (i32.eq (local.get $op) (i32.const 1)) (then (drop (i32.load (local.get $at)))))
+    (if (i32.eq (local.get $op) (i32.const 2)) (then (i64.store (local.get $at) (i64.const -1))))
+    (if (i32.eq (local.get $op) (i32.const 3)) (then (drop (v128.load (local.get $at)))))
+    (if (i32.eq (local.get $op) (i32.const 4))
+      (then (drop (i32.load offset=0xffffffff (local.get $at)))))
+    (if (i32.eq (local.get $op) (i32.const 5)) (then (drop (i64.atomic.load (local.get $at)))))
+    (if (i32.eq (local.get $op) (i32.const 6))
+      (then (memory.fill (local.get $at) (i32.const 0) (i32.const 16))))
+    (if (i32.eq (local.get $op) (i32.const 7))
+      (then (drop (i32.atomic.rmw.add (local.get $at) (i32.const 1))))))
+)
+"""
+EDGE_OPS = ("load8", "load32", "store64", "load128", "load32-offset", "atomic64", "fill16", "rmw32")
+FULL = 0x1_0000_0000
+# (op, address, traps) on a memory grown to its maximum of 65536 pages: the
+# last bytes below 4 GiB are in bounds, an access that crosses 4 GiB is not.
+AT_4_GIB = [
+    ("load8", FULL - 1, False),
+    ("load32", FULL - 4, False),
+    ("load32", FULL - 3, True),
+    ("store64", FULL - 7, True),
+    ("load128", FULL - 16, False),
+    ("load128", FULL - 15, True),
+    ("load32-offset", 0, True),
+    ("load32-offset", FULL - 1, True),
+    ("atomic64", FULL - 8, False),
+    ("fill16", FULL - 16, False),
+    ("fill16", FULL - 8, True),
+    ("rmw32", FULL - 4, False),
+]
+
+
+def edge_script(body: str) -> str:
+    """Return a child script that runs `body` with EDGE_WAT compiled as `kernel`."""
+    return f"""
+        import threading, time
+        import numpy as np
+        import sharedwasm as sw
+        from sharedwasm import atomics
+        kernel = sw.Kernel.from_wat({EDGE_WAT!r})
+        OPS = {EDGE_OPS!r}
+        OOB = "wasm trap: out of bounds memory access"
+
+        def access(pool, trapper, op, at, traps, timeout):
+            words = pool.data(np.uint32)
+            words[:6] = [trapper, OPS.index(op), at, 1, 0, 0]
+            try:
+                pool.run(elements=pool.workers, timeout=timeout)
+            except sw.KernelTrap as trap:
+                assert traps, (op, hex(at), trap)
+                start, end = trapper, trapper + 1
+                assert str(trap) == (
+                    f"worker {{trapper}} trapped in compute_partition({{start}}, {{end}}): {{OOB}}"
+                ), trap
+                assert [t.worker_index for t in trap.traps] == [trapper]
+            else:
+                assert not traps, (op, hex(at))
+            words[0] = 0xFFFFFFFF  # nobody traps
+            assert len(pool.run(elements=pool.workers).done) == pool.workers
+        {textwrap.indent(textwrap.dedent(body), "        ").lstrip()}
+        print("checked")
+        """
+
+
+@pytest.mark.parametrize("interruptible", [False, True], ids=["plain", "interruptible"])
+def test_out_of_bounds_at_the_4_gib_edge_is_a_kernel_trap(interruptible: bool) -> None:
+    """On a memory whose maximum is 65536 pages, an access past its current size, or at
+    its 4 GiB edge once it has grown there, traps in any worker as a KernelTrap naming
+    the worker and its range, and the pool runs on; the bytes just below 4 GiB stay in
+    bounds."""
+    child = run_in_child(
+        edge_script(
+            f"""
+            memory = sw.Memory(1, 65536, interruptible={interruptible})
+            with sw.WorkerPool(kernel, memory, 3) as pool:
+                for trapper in range(3):
+                    for timeout in (None, 10):
+                        for op in OPS:
+                            for at in (65536, 0xFFFFFFF0, 0xFFFFFFF8):
+                                access(pool, trapper, op, at, True, timeout)
+                pool.grow(65536 - memory.pages)
+                assert memory.byte_length == 1 << 32
+                for trapper in range(3):
+                    for op, at, traps in {AT_4_GIB!r}:
+                        access(pool, trapper, op, at, traps, None)
+            """
+        )
+    )
+    assert (child.returncode, child.stdout) == (0, "checked\n"), child.stderr[-3000:]
+
+
+@pytest.mark.parametrize("index", [0, 1, 2], ids=["first", "middle", "last"])
+def test_out_of_bounds_while_other_workers_run_waits_for_them(index: int) -> None:
+    """A worker that faults while the others are still inside the kernel traps alone: the
+    run raises its KernelTrap only after they finish, and the pool runs on."""
+    child = run_in_child(
+        edge_script(
+            f"""
+            with sw.WorkerPool(kernel, sw.Memory(1, 65536), 3) as pool:
+                words = pool.data(np.uint32)
+                words[:6] = [{index}, OPS.index("load32"), 0xFFFFFFFC, 0, 0, 0]
+                outcome = []
+
+                def call():
+                    try:
+                        pool.run(elements=3, timeout=10)
+                    except BaseException as exc:
+                        outcome.append(exc)
+
+                caller = threading.Thread(target=call)
+                caller.start()
+                deadline = time.monotonic() + 10
+                while not (
+                    atomics.load(words, 4) == 2
+                    and atomics.load(pool.status, {index}) == sw.Status.TRAPPED
+                ):
+                    assert time.monotonic() < deadline, "no trap, or the others never came"
+                    time.sleep(0.001)
+                time.sleep(0.05)
+                assert caller.is_alive() and not outcome
+                atomics.store(words, 3, 1)
+                atomics.notify(pool.data(np.int32), 3)
+                caller.join(10)
+                assert not caller.is_alive()
+                (trap,) = outcome
+                assert isinstance(trap, sw.KernelTrap), trap
+                assert (trap.worker_index, trap.start, trap.end) == ({index}, {index}, {index + 1})
+                assert atomics.load(words, 5) == 2
+                words[0] = 0xFFFFFFFF
+                assert len(pool.run(elements=3).done) == 3
+            """
+        )
+    )
+    assert (child.returncode, child.stdout) == (0, "checked\n"), child.stderr[-3000:]

@@ -1,12 +1,15 @@
 """The repairs to wasmtime-py's shared-memory binding, and the raw call path.
 
 The first two tests pin the upstream bugs: when one of them fails, upstream
-has changed, and `_wasmtime.SharedMemory` should be revisited.
+has changed, and `_wasmtime.SharedMemory` should be revisited. So does the
+test of a memory fault in a store where two instances import the memory.
 """
 
 from __future__ import annotations
 
 import ctypes
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -25,6 +28,13 @@ WAT = """
     (memory.atomic.wait32 (local.get 0) (local.get 1) (i64.const -1)))
   (func (export "notify") (param i32) (result i32)
     (memory.atomic.notify (local.get 0) (i32.const 1))))
+"""
+
+
+LOAD = """
+(module
+  (import "env" "memory" (memory 1 8 shared))
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0))))
 """
 
 
@@ -56,6 +66,38 @@ def test_upstream_extern_still_wraps_the_pointer_twice():
     memory = wasmtime.SharedMemory(_wasmtime.engine(), _memory_type())
     with pytest.raises(TypeError, match="LP_LP_wasmtime_sharedmemory"):
         _instance(memory)
+
+
+def test_upstream_still_aborts_on_a_fault_in_a_store_with_two_importers():
+    """An out-of-bounds access in a store where two instances import the shared memory still
+    aborts the process: the reason each store instantiates one merged module (_merge)."""
+    code = f"""
+import wasmtime
+from sharedwasm import _wasmtime
+limits = wasmtime.Limits(1, 8)
+memory = _wasmtime.SharedMemory(_wasmtime.engine(), wasmtime.MemoryType(limits, shared=True))
+store = wasmtime.Store(_wasmtime.engine())
+module = wasmtime.Module(_wasmtime.engine(), {LOAD!r})
+first = wasmtime.Instance(store, module, [memory])
+if {{second}}:
+    wasmtime.Instance(store, module, [memory])
+try:
+    first.exports(store)["load"](store, 1 << 20)
+except wasmtime.Trap as trap:
+    print("trapped" if "out of bounds" in str(trap) else trap)
+"""
+    one, two = (
+        subprocess.run(
+            [sys.executable, "-c", code.format(second=second)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for second in (False, True)
+    )
+    assert (one.returncode, one.stdout) == (0, "trapped\n"), one.stderr[-2000:]
+    assert two.returncode < 0, two.stdout + two.stderr[-2000:]
+    assert "fault.is_none()" in two.stderr
 
 
 def test_repaired_memory_reports_size_and_instantiates():

@@ -30,6 +30,18 @@ class Import:
     """Value type and mutability of a global import."""
     type_index: int | None = None
     """Type index of a function import."""
+    memory_type: MemoryType | None = None
+    """Limits of a memory import."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MemoryType:
+    """A memory's limits, in pages."""
+
+    minimum: int
+    maximum: int | None
+    shared: bool
+    is_64: bool
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,6 +134,8 @@ class _Reader:
         flags = self.byte()
         self.uleb()
         if flags & 1:
+            self.uleb()
+        if flags & 8:  # custom page size: its log2
             self.uleb()
         return bool(flags & 2)
 
@@ -285,8 +299,14 @@ def _read_imports(
             r.limits()
             imports.append(Import(module, name, kind))
         elif kind == "memory":
-            shared = r.limits()
-            imports.append(Import(module, name, "shared memory" if shared else kind))
+            flags = r.byte()
+            minimum = r.uleb()
+            maximum = r.uleb() if flags & 1 else None
+            if flags & 8:  # custom page size: its log2
+                r.uleb()
+            ty = MemoryType(minimum, maximum, bool(flags & 2), bool(flags & 4))
+            kind = "shared memory" if ty.shared else kind
+            imports.append(Import(module, name, kind, memory_type=ty))
         elif kind == "global":
             content = r.valtype()
             mutable = bool(r.byte())

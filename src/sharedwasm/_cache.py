@@ -597,7 +597,7 @@ def prune(dir_fd: int, limit: int, *, keep: str | None = None) -> int:
 
 
 def _compile(engine: wasmtime.Engine, wasm: bytes | str) -> wasmtime.Module:
-    module = wasmtime.Module(engine, wasm)
+    module = _wasmtime.new_module(engine, wasm)
     _count(compile=True)
     return module
 

@@ -26,6 +26,7 @@ way the standard library does.
 from __future__ import annotations
 
 import concurrent.futures
+import re
 from collections.abc import Sequence
 
 
@@ -42,10 +43,12 @@ def error_cause(text: str, default: str) -> str:
     """Return the line of a wasmtime error or trap text that says what happened.
 
     wasmtime's text is a backtrace followed by the cause, so the cause is the
-    last non-empty line; `default` stands in for an empty text.
+    last non-empty line, without the number it has in a chain of causes
+    ("0: memory fault at ...", "1: wasm trap: out of bounds memory access");
+    `default` stands in for an empty text.
     """
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else default
+    return re.sub(r"^\d+: ", "", lines[-1]) if lines else default
 
 
 class SharedWasmError(Exception):

@@ -27,12 +27,15 @@ needs to run it on several threads at once:
 A module that has a `__stack_pointer` global (by its name section) but does
 not export it is refused: every worker would push its frames onto one stack.
 
-Compilation happens once per engine, here; every worker instantiates the same
-compiled module in its own store. The plain engine's compile happens when the
-kernel is built (it is also the validation); the interruptible engine's, with
-its epoch checks, on the first pool over an interruptible memory. Both go
-through the compiled-code cache (`_cache`), so a process that finds the code
-there loads it instead: an entry exists only for bytes that compiled.
+What every worker instantiates, in its own store, is not the kernel's module
+alone but the kernel with the runner (the worker loop, `_runner`) merged in
+(`_merge`), so that one instance per store imports the shared memory. The
+merge and its validation happen when the kernel is built, so a kernel that
+cannot be merged is refused there; the merged module compiles once per
+engine, on the first pool over a plain or an interruptible memory (with its
+epoch checks), and is kept. The compile goes through the compiled-code cache (`_cache`), so a
+process that finds the code there loads it instead: an entry exists only for bytes that
+compiled.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import wasmtime
 
 from . import _binary, _cache, _wasmtime
 from ._entries import SIGNATURE_SECTION, Entry, read_entries
-from ._errors import KernelError, error_cause
+from ._errors import KernelError, SharedWasmInternalError, error_cause
 
 STACK_POINTER = "__stack_pointer"
 SET_STACK_LIMITS = "__set_stack_limits"
@@ -76,15 +79,14 @@ def _describe_signature(signature: tuple[tuple[str, ...], tuple[str, ...]] | Non
 
 
 class Kernel:
-    """A compiled, ABI-checked kernel module. Immutable and safe to share between pools.
+    """A validated, ABI-checked kernel module. Immutable and safe to share between pools.
 
     Build one with `from_file`, `from_bytes` or `from_wat`.
     """
 
-    def __init__(self, module: wasmtime.Module, wasm: bytes, *, name: str = "kernel") -> None:
-        self._module = module
+    def __init__(self, wasm: bytes, *, name: str = "kernel") -> None:
         self._wasm = wasm
-        self._modules = {False: module}
+        self._modules: dict[bool, wasmtime.Module] = {}
         self._compile_lock = threading.Lock()
         self.name = name
         try:
@@ -94,7 +96,8 @@ class Kernel:
             raise KernelError(
                 f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
             ) from exc
-        self.memory_minimum, self.memory_maximum = self._check_abi(module, sigs)
+        self.memory_minimum, self.memory_maximum = self._check_abi(sigs)
+        self._import_names = tuple(imp.name for imp in sigs.imports)
         self.entries: Mapping[str, Entry] = types.MappingProxyType(
             read_entries(
                 sigs.exported_functions,
@@ -105,10 +108,31 @@ class Kernel:
         """The functions a pool can run, by entry name, in the module's export order."""
         self._read_statics(sigs, statics)
         self.globals: tuple[str, ...] = tuple(
-            imp.name
-            for imp in module.imports
-            if imp.module == "env" and imp.name in PROVIDED_GLOBALS
+            imp.name for imp in sigs.imports if imp.module == "env" and imp.name in PROVIDED_GLOBALS
         )
+        self._merged = self._with_runner()
+
+    def _with_runner(self) -> bytes:
+        """Return the module every worker instantiates: this kernel with the runner merged in."""
+        # Imported here: _runner, which instantiates kernels, imports this module.
+        from ._runner import merged_wasm
+
+        try:
+            merged = merged_wasm(self._wasm, self.entries.values())
+        except (IndexError, KeyError, ValueError) as exc:
+            if isinstance(exc, KernelError):
+                raise
+            raise KernelError(
+                f"kernel uses a WebAssembly encoding sharedwasm cannot read ({exc!r})"
+            ) from exc
+        try:
+            wasmtime.Module.validate(_wasmtime.engine(), merged)
+        except wasmtime.WasmtimeError as exc:
+            raise SharedWasmInternalError(
+                f"the worker loop merged into {self.name} is not valid WebAssembly: "
+                f"{error_cause(str(exc), repr(exc))}"
+            ) from exc
+        return merged
 
     def __repr__(self) -> str:
         return (
@@ -133,12 +157,12 @@ class Kernel:
                 f"{name} is not WebAssembly: a module starts with b'\\0asm' (got {data[:4]!r})"
             )
         try:
-            module = _cache.compile_module(data)
+            wasmtime.Module.validate(_wasmtime.engine(), data)
         except wasmtime.WasmtimeError as exc:
             raise KernelError(
                 f"{name} is not valid WebAssembly: {error_cause(str(exc), repr(exc))}"
             ) from exc
-        return cls(module, data, name=name)
+        return cls(data, name=name)
 
     @classmethod
     def from_wat(cls, text: str, *, name: str = "kernel") -> Kernel:
@@ -182,24 +206,28 @@ class Kernel:
         return cls.from_wat(text, name=p.name)
 
     @staticmethod
-    def _check_abi(module: wasmtime.Module, sigs: _binary.Signatures) -> tuple[int, int]:
+    def _check_abi(sigs: _binary.Signatures) -> tuple[int, int]:
         memory: tuple[int, int] | None = None
-        for raw, imp in zip(sigs.imports, module.imports, strict=True):
+        for raw in sigs.imports:
             where = f"{raw.module}.{raw.name}"
             if raw.module == "env" and raw.name == "memory":
-                ty = imp.type
-                if not isinstance(ty, wasmtime.MemoryType):
+                if memory is not None:
+                    # Each import of the memory is one more instance holding
+                    # it in the worker's store, and wasmtime aborts the
+                    # process on a fault in a memory two instances hold.
+                    raise KernelError("kernel must import env.memory once (it imports it twice)")
+                ty = raw.memory_type
+                if ty is None:
                     raise KernelError(f"env.memory must be a memory import (got {_describe(raw)})")
                 if ty.is_64:
                     raise KernelError("env.memory must be a 32-bit memory (got a memory64)")
-                if not ty.is_shared:
+                if not ty.shared:
                     raise KernelError(
                         "env.memory must be declared shared so every worker can import it "
                         "(got an unshared memory import)"
                     )
-                maximum = ty.limits.max
-                assert maximum is not None  # validation requires it for shared memories
-                memory = (ty.limits.min, maximum)
+                assert ty.maximum is not None  # validation requires it for shared memories
+                memory = (ty.minimum, ty.maximum)
             elif raw.module == "env" and raw.name in PROVIDED_GLOBALS:
                 if raw.global_type != ("i32", False):
                     raise KernelError(
@@ -299,12 +327,22 @@ class Kernel:
         self.tls_align: int = tls_align if tls_align & (tls_align - 1) == 0 else 16
 
     def _module_for(self, interruptible: bool) -> wasmtime.Module:
-        """Return this kernel compiled for the plain or the interruptible engine."""
+        """Return the merged module compiled for the plain or the interruptible engine.
+
+        Compiled on first use per engine, and kept; the caller waits for the compile.
+
+        Raises:
+            KernelError: wasmtime cannot compile the module.
+        """
         with self._compile_lock:
             module = self._modules.get(interruptible)
             if module is None:
-                # The bytes compiled once already; only the code generated differs.
-                module = _cache.compile_module(self._wasm, interruptible=interruptible)
+                try:
+                    module = _cache.compile_module(self._merged, interruptible=interruptible)
+                except wasmtime.WasmtimeError as exc:
+                    raise KernelError(
+                        f"{self.name} failed to compile: {error_cause(str(exc), repr(exc))}"
+                    ) from exc
                 self._modules[interruptible] = module
             return module
 
@@ -313,9 +351,9 @@ class Kernel:
     ) -> list[object]:
         """Build this module's import list, in its declared order, for one worker."""
         externs: list[object] = []
-        for imp in self._module.imports:
-            if imp.name == "memory":
+        for name in self._import_names:
+            if name == "memory":
                 externs.append(memory)
             else:
-                externs.append(_wasmtime.i32_global(store, values[str(imp.name)]))
+                externs.append(_wasmtime.i32_global(store, values[name]))
         return externs

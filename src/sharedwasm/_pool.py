@@ -249,7 +249,7 @@ class WorkerPool(HeapArrays):
         self._layout = plan(
             kernel, workers, status_offset, stack_size, memory.byte_length, memory.pages
         )
-        # Compiled here, on the caller's thread, so that a compile error is
+        # Compiled here, before any worker starts, so that a compile error is
         # raised here and the workers only instantiate.
         kernel._module_for(memory.interruptible)
         self.name = f"sharedwasm-{next(_pool_ids)}"

@@ -3,16 +3,22 @@
 A run must not go through Python in the workers: waking a Python thread, taking
 the GIL and calling back into wasm costs tens of microseconds per worker. So
 each worker thread makes one call, `worker_loop`, and stays inside wasm for the
-life of the pool. The runner imports the kernel's entries and the
-shared memory, waits on the GENERATION control word, does its share of each
-run, and returns only on EXIT or when the kernel traps. The host side is two
-calls, `host_run` (publish, then do partition 0 on the calling thread) and
-`host_wait` (until PENDING is 0).
+life of the pool. The runner waits on the GENERATION control word, calls
+the kernel's entries for its share of each run, and returns only on EXIT or
+when the kernel traps. The host side is two calls, `host_run` (publish, then
+do partition 0 on the calling thread) and `host_wait` (until PENDING is 0).
+
+The runner is not a module of its own: its text is generated per kernel and
+spliced into the kernel's module (`_merge`), so that each store has one
+instance that imports the shared memory, and it calls the entries directly,
+by the kernel's function indices. Its exports are named `sharedwasm:...`.
 
 Timestamps come from WASI's `clock_time_get`, which wasmtime implements
-natively (about 70 ns a call), so workers time themselves without Python.
-Field offsets are baked in from `_layout` when the module text is generated;
-the regions' base addresses arrive as imported globals, per pool.
+natively (about 70 ns a call), so workers time themselves without Python; the
+host puts it in the runner's one-element table after instantiation, because
+a function import would shift the kernel's function indices. Field offsets
+are baked in from `_layout` when the text is generated; the regions' base
+addresses are set, per pool, in mutable globals after instantiation.
 
 Guarantees:
     Every control word and status slot is accessed with a sequentially
@@ -37,11 +43,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import wasmtime
 
-from . import _cache, _wasmtime
+from . import _merge, _wasmtime
+from ._entries import Entry
 from ._errors import KernelError, error_cause
 from ._kernel import CALL_CTORS, INIT_TLS, SET_STACK_LIMITS, STACK_POINTER, Kernel
 from ._layout import (
@@ -55,9 +62,21 @@ from ._layout import (
     Status,
 )
 from ._memory import Memory
+from ._merge import Shape
 
 CLOCK_REALTIME = 0
 CLOCK_MONOTONIC = 1
+# The runner's exports, under names of their own: a kernel that exports one is refused.
+WORKER_LOOP = "sharedwasm:worker_loop"
+HOST_RUN = "sharedwasm:host_run"
+HOST_WAIT = "sharedwasm:host_wait"
+CLOCK_TABLE = "sharedwasm:clock"
+OFFSET_GLOBALS = {
+    "status_offset": "sharedwasm:status_offset",
+    "control_offset": "sharedwasm:control_offset",
+    "records_offset": "sharedwasm:records_offset",
+}
+MEMORY = "memory"
 _CHECK_CLOCK_EVERY = 255  # spin iterations between clock reads, minus one (a mask)
 
 
@@ -69,29 +88,26 @@ def _rec(field: Record) -> str:
     return f"(i32.add (local.get $rec) (i32.const {int(field)}))"
 
 
-def _dispatch(entries: tuple[tuple[str, ...], ...]) -> tuple[str, str]:
-    """Return the imports of a kernel's entries and `$compute`, which calls the run's entry.
+def _dispatch(entries: Sequence[tuple[int, tuple[str, ...]]]) -> str:
+    """Return `$compute`, which calls the run's entry.
 
-    `entries` holds each entry's parameter types after (start, end), in the
-    kernel's entry order. The entry index (ENTRY) and the arguments are read
-    on every call: they were stored before the publish this worker saw, and
-    do not change until the next one.
+    `entries` holds each entry's function index in the kernel and its
+    parameter types after (start, end), in the kernel's entry order. The
+    entry index (ENTRY) and the arguments are read on every call: they were
+    stored before the publish this worker saw, and do not change until the
+    next one.
     """
-    imports = "\n".join(
-        f'  (import "kernel" "e{i}" (func $e{i} (param i32 i32{"".join(" " + t for t in params)})))'
-        for i, params in enumerate(entries)
-    )
 
-    def call(i: int, params: tuple[str, ...]) -> str:
+    def call(function: int, params: tuple[str, ...]) -> str:
         loads = "".join(
             f" ({t}.load (i32.add (global.get $control) (i32.const "
             f"{int(Control.ARGUMENTS) * 4 + j * ARGUMENT_SLOT_BYTES})))"
             for j, t in enumerate(params)
         )
-        return f"(call $e{i} (local.get $s) (local.get $e){loads})"
+        return f"(call {function} (local.get $s) (local.get $e){loads})"
 
     if len(entries) == 1:
-        body = call(0, entries[0])
+        body = call(*entries[0])
     else:
         # Nested blocks, innermost first: br_table jumps to the end of block
         # $bI, where entry I's call follows; an index no entry has traps.
@@ -99,21 +115,43 @@ def _dispatch(entries: tuple[tuple[str, ...], ...]) -> tuple[str, str]:
         labels = " ".join(f"$b{i}" for i in range(n))
         body = "(block $bad " + "".join(f"(block $b{i} " for i in reversed(range(n)))
         body += f"(br_table {labels} $bad (i32.load {_ctl(Control.ENTRY)})))"
-        for i in range(n):
-            body += f" {call(i, entries[i])} (return))"
+        for entry in entries:
+            body += f" {call(*entry)} (return))"
         body += " unreachable"
-    compute = f"""
+    return f"""
   (func $compute (param $s i32) (param $e i32)
     {body})"""
-    return imports, compute
 
 
-def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
-    """Return the runner module's text for a kernel with these entries, with the layout baked in.
+def _kernel_index_spaces(shape: Shape) -> str:
+    """Return the text that gives the runner the kernel's types, functions, globals and tables.
 
-    `entries` holds each entry's parameter types after (start, end).
+    Each kernel function becomes an import of its own type, so a `call` by
+    the kernel's index reaches it once the runner is merged into the
+    kernel's module. The global and table imports only hold index space:
+    the runner never names them, so their types do not matter.
     """
-    entry_imports, compute = _dispatch(entries)
+    lines = [f"  (type {t})" for t in shape.types]
+    lines += [
+        f'  (import "kernel" "f{i}" (func (type {t})))' for i, t in enumerate(shape.functions)
+    ]
+    lines += [f'  (import "kernel" "g{i}" (global i32))' for i in range(shape.globals)]
+    lines += [f'  (import "kernel" "t{i}" (table 0 funcref))' for i in range(shape.tables)]
+    return "\n".join(lines)
+
+
+def runner_wat(
+    shape: Shape, entries: Sequence[tuple[int, tuple[str, ...]]], *, export_memory: bool = True
+) -> str:
+    """Return the runner's text for a kernel of this shape, with the layout baked in.
+
+    `entries` holds each entry's function index and its parameter types
+    after (start, end). The text compiles to a module whose own types,
+    functions, tables and globals follow the kernel's; `_merge.splice` adds
+    them to the kernel's module. `export_memory` is False when the kernel
+    already exports its memory as "memory".
+    """
+    compute = _dispatch(entries)
     gen, pending = _ctl(Control.GENERATION), _ctl(Control.PENDING)
     # Clock readings: a worker through its record's scratch word, the host
     # through its own (the standby thread may be using worker 0's record).
@@ -122,24 +160,32 @@ def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
     host_mono = f"(call $now (i32.const {CLOCK_MONOTONIC}) {_ctl(Control.HOST_SCRATCH)})"
     host_wall = f"(call $now (i32.const {CLOCK_REALTIME}) {_ctl(Control.HOST_SCRATCH)})"
     sleepers, host_parked = _ctl(Control.SLEEPERS), _ctl(Control.HOST_PARKED)
+    # WASI writes the clock's reading through the caller's export "memory".
+    memory_export = f'(export "{MEMORY}" (memory 0))' if export_memory else ""
+    status, control, records = (
+        OFFSET_GLOBALS[f"{name}_offset"] for name in ("status", "control", "records")
+    )
     return f"""
 (module
-  (import "wasi_snapshot_preview1" "clock_time_get"
-    (func $clock_time_get (param i32 i64 i32) (result i32)))
+{_kernel_index_spaces(shape)}
+  (type $clock_time_get (func (param i32 i64 i32) (result i32)))
   (import "env" "memory" (memory 0 65536 shared))
-{entry_imports}
-  (import "env" "status_offset" (global $status i32))
-  (import "env" "control_offset" (global $control i32))
-  (import "env" "records_offset" (global $records i32))
-  ;; WASI writes the clock's reading through the exported memory.
-  (export "memory" (memory 0))
+  ;; The host puts WASI's clock_time_get here: imported, it would take
+  ;; function index 0 from the kernel.
+  (table $wasi (export "{CLOCK_TABLE}") 1 1 funcref)
+  ;; The regions' addresses, set by the host for its pool before any call.
+  (global $status (export "{status}") (mut i32) (i32.const 0))
+  (global $control (export "{control}") (mut i32) (i32.const 0))
+  (global $records (export "{records}") (mut i32) (i32.const 0))
+  {memory_export}
 
   (func $record (param $index i32) (result i32)
     (i32.add (global.get $records) (i32.mul (local.get $index) (i32.const {RECORD_BYTES}))))
 
   ;; Read a clock through a scratch word of the caller's own.
   (func $now (param $clock i32) (param $scratch i32) (result i64)
-    (drop (call $clock_time_get (local.get $clock) (i64.const 1) (local.get $scratch)))
+    (drop (call_indirect $wasi (type $clock_time_get)
+      (local.get $clock) (i64.const 1) (local.get $scratch) (i32.const 0)))
     (i64.load (local.get $scratch)))
 
 {compute}
@@ -244,7 +290,7 @@ def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
   ;; Run shares until EXIT; returns the generation of the EXIT command.
   ;; Worker 0's thread is the standby for the caller: it waits on its own
   ;; word, bumped only for the runs the caller does not take part in.
-  (func (export "worker_loop")
+  (func (export "{WORKER_LOOP}")
     (param $index i32) (param $workers i32) (param $seen i32) (param $spin_ns i64)
     (result i32)
     (local $rec i32) (local $g i32) (local $i i32) (local $deadline i64) (local $word i32)
@@ -286,7 +332,7 @@ def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
   ;; Publish a run and wake parked workers; then do partition 0 on this
   ;; thread, or hand it to the standby thread when $standby is set.
   ;; Returns 1 if it had to wake parked workers, 0 if they were all spinning.
-  (func (export "host_run")
+  (func (export "{HOST_RUN}")
     (param $workers i32) (param $elements i32) (param $schedule i32) (param $chunk i32)
     (param $standby i32) (param $element_size i32) (param $entry i32) (result i32)
     (local $i i32) (local $woke i32) (local $old i32) (local $c i32)
@@ -333,7 +379,7 @@ def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
 
   ;; Wait for PENDING to reach 0: spin for spin_ns, then park for at most
   ;; timeout_ns (negative: no limit). Returns 1 when it did, 0 otherwise.
-  (func (export "host_wait") (param $spin_ns i64) (param $timeout_ns i64) (result i32)
+  (func (export "{HOST_WAIT}") (param $spin_ns i64) (param $timeout_ns i64) (result i32)
     (local $p i32) (local $i i32) (local $deadline i64)
     (local.set $deadline
       (i64.add {host_mono}
@@ -371,10 +417,32 @@ def runner_wat(entries: tuple[tuple[str, ...], ...] = ((),)) -> str:
 """
 
 
-@functools.cache
-def runner_module(interruptible: bool, entries: tuple[tuple[str, ...], ...]) -> wasmtime.Module:
-    """Compile the runner (or load it from the cache) once per process, engine and entry set."""
-    return _cache.compile_module(runner_wat(entries), interruptible=interruptible)
+def merged_wasm(wasm: bytes, entries: Iterable[Entry]) -> bytes:
+    """Return a validated kernel's module with the runner merged into it (see `_merge`).
+
+    Raises:
+        KernelError: the kernel has a construct the runner cannot be merged with.
+    """
+    shape = _merge.read_shape(wasm)
+    exported = shape.exports.get(MEMORY)
+    if exported is not None and exported != ("memory", 0):
+        kind, index = exported
+        got = f"memory {index}" if kind == "memory" else f"a {kind}"
+        raise KernelError(
+            f"kernel's export {MEMORY!r} must be its memory env.memory (got {got}): "
+            "the worker loop merged into the kernel's module reads WASI's clock, which writes "
+            f"through the export named {MEMORY!r}"
+        )
+    calls = [(shape.exports[e.export][1], e.wasm_params) for e in entries]
+    text = runner_wat(shape, calls, export_memory=exported is None)
+    try:
+        runner = bytes(wasmtime.wat2wasm(text))
+    except wasmtime.WasmtimeError as exc:
+        raise KernelError(
+            "sharedwasm cannot merge its worker loop into the kernel's module: "
+            f"{error_cause(str(exc), repr(exc))}"
+        ) from exc
+    return _merge.splice(wasm, runner, shape)
 
 
 @functools.cache
@@ -420,7 +488,7 @@ def _interrupt_check(
 
 
 class Runner:
-    """One worker's store, with the kernel and the runner instantiated in it.
+    """One worker's store, with the kernel's module, the runner merged in, instantiated in it.
 
     `host` selects the caller's runner, which marks itself busy in the
     control block rather than in worker 0's record (the standby thread owns
@@ -484,41 +552,42 @@ class Runner:
         }
         externs = kernel._imports(self.store, memory._shared, values)
         module = kernel._module_for(interruptible)
-        kernel_instance = wasmtime.Instance(self.store, module, externs)  # type: ignore[arg-type]
-        kernel_exports = kernel_instance.exports(self.store)
-        entry_funcs = {f"e{e.index}": kernel_exports[e.export] for e in kernel.entries.values()}
+        # The one instance in this store that imports the shared memory: a
+        # second importer would make wasmtime abort the process on the
+        # kernel's first out-of-bounds access (see _merge).
+        instance = wasmtime.Instance(self.store, module, externs)  # type: ignore[arg-type]
+        exports = instance.exports(self.store)
+        # Before any call into the runner, which reads these on every run.
+        # They live in the instance, not the shared memory: the thread that
+        # made the store is the first to call in, or hands the caller's
+        # runner over through the worker's `ready` future (a lock).
+        for name, export in OFFSET_GLOBALS.items():
+            offset = exports[export]
+            assert isinstance(offset, wasmtime.Global)
+            offset.set_value(self.store, wasmtime.Val.i32(_wasmtime.as_i32(getattr(layout, name))))
+        clock = exports[CLOCK_TABLE]
+        assert isinstance(clock, wasmtime.Table)
+        wasi = _linker(interruptible).get(self.store, "wasi_snapshot_preview1", "clock_time_get")
+        clock.set(self.store, 0, wasi)
         self._stack_pointer: wasmtime.Global | None = None
         self._stack_top = 0
         if kernel.uses_stack:
-            self._give_thread_area(kernel, kernel_exports, layout, index)
-        imports: list[object] = []
-        runner = runner_module(interruptible, tuple(e.wasm_params for e in kernel.entries.values()))
-        for imp in runner.imports:
-            if imp.module == "wasi_snapshot_preview1":
-                imports.append(_linker(interruptible).get(self.store, imp.module, str(imp.name)))
-            elif imp.name == "memory":
-                imports.append(memory._shared)
-            elif imp.module == "kernel":
-                imports.append(entry_funcs[str(imp.name)])
-            else:
-                imports.append(_wasmtime.i32_global(self.store, getattr(layout, str(imp.name))))
-        instance = wasmtime.Instance(self.store, runner, imports)  # type: ignore[arg-type]
-        exports = instance.exports(self.store)
+            self._give_thread_area(kernel, exports, layout, index)
 
         def raw(name: str, slots: int) -> _wasmtime.RawFunc:
             func = exports[name]
             assert isinstance(func, wasmtime.Func)
             return _wasmtime.RawFunc(self.store, func, slots)
 
-        self.worker_loop = raw("worker_loop", 4)
-        self.host_run = raw("host_run", 7)
-        self.host_wait = raw("host_wait", 2)
+        self.worker_loop = raw(WORKER_LOOP, 4)
+        self.host_run = raw(HOST_RUN, 7)
+        self.host_wait = raw(HOST_WAIT, 2)
         if host and kernel.constructors:
             # Once per pool, on worker 0's stack: C++ constructors of global
             # objects, which live in the shared statics. Every worker's start
             # function has finished copying the data segments in (it is guarded
             # by a flag in the memory, and the others wait for it).
-            ctors = kernel_exports[CALL_CTORS]
+            ctors = exports[CALL_CTORS]
             assert isinstance(ctors, wasmtime.Func)
             ctors(self.store)
         starting[0] = False

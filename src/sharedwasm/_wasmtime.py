@@ -3,11 +3,15 @@
 This is the one place that knows about wasmtime-py's internals:
 
 * the two engines sharedwasm objects are built on (threads and shared memory
-  enabled, explicit bounds checks), one of them with epoch interruption; a
+  enabled, signal-based traps), one of them with epoch interruption; a
   shared memory can only be imported by modules of its own engine. They
-  compile on the calling thread, so a child made by `os.fork()` inherits
-  engines, kernels and memories that keep working; `engine_settings` lists
-  everything they are configured with, which keys their compiled-code cache;
+  compile on the calling thread (or one it waits for, see `new_module`),
+  never on a thread pool, so a child made by `os.fork()` inherits engines,
+  kernels and memories that keep working; `engine_settings` lists everything
+  they are configured with, which keys their compiled-code cache;
+* keeping wasmtime's signal handlers on top: `faulthandler.enable()` called
+  after they were installed would put Python's handler over them, and every
+  trap of a kernel would then kill the process;
 * `process_id`, kept current by an at-fork hook, so that a pool can tell it
   was inherited by a child of fork() without its worker threads;
 * `new_store` and `interrupt_when`, the per-store half of interruption: a
@@ -31,6 +35,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +44,7 @@ import wasmtime
 from wasmtime import _bindings as _b
 from wasmtime import _ffi as ffi
 
-from . import _stack
+from . import _signals, _stack
 
 PAGE_SIZE = 65536
 """Bytes in one WebAssembly page."""
@@ -67,14 +72,14 @@ def engine_settings(interruptible: bool) -> dict[str, bool | int]:
     return {
         "wasm_threads": True,
         "shared_memory": True,
-        # Each worker's store holds two instances that import the one shared
-        # memory, the kernel and the runner. With signal-based traps, a kernel's
-        # out-of-bounds access faults in a memory that wasmtime 50 then finds
-        # twice in the store, and it aborts the whole process (store.rs
-        # "assertion failed: fault.is_none()"). Explicit bounds checks turn the
-        # same access into an ordinary trap, at a cost on memory-bound kernels
-        # (about 1.4-1.7x on SAXPY, none measurable on compute-bound ones).
-        "signals_based_traps": False,
+        # Out-of-bounds accesses fault on guard pages and wasmtime's signal
+        # handler turns the fault into a trap: no bounds check in the code. The
+        # handler needs exactly one instance of the faulting store to hold the
+        # memory, and each import of a SharedMemory into a store makes one; so
+        # a store instantiates one module, the kernel with the runner merged in
+        # (_merge), and a second importer would bring back wasmtime 50's abort
+        # (store.rs "assertion failed: fault.is_none()").
+        "signals_based_traps": True,
         "epoch_interruption": bool(interruptible),
         # Stated, not left to the default: the pool gives every thread that runs
         # kernel code at least this much native stack and more (see _stack).
@@ -109,6 +114,43 @@ def native_library() -> Path | None:
     """Return the path of the wasmtime library that wasmtime-py loaded, if it says."""
     filename = getattr(ffi, "filename", None)
     return Path(filename) if filename is not None else None
+
+
+def new_module(engine_: wasmtime.Engine, wasm: bytes | str) -> wasmtime.Module:
+    """Compile `wasm` (bytes, or WebAssembly text) for `engine_`; block until it is done.
+
+    Cranelift needs more native stack than a small thread has: on a thread
+    started with `threading.stack_size(64 * 1024)` compiling the runner runs
+    off the end of the stack, and nothing turns that SIGSEGV into an error.
+    So a caller without room for kernel code compiles on a thread of
+    `_stack.THREAD_STACK` bytes, and waits for it.
+
+    Raises:
+        wasmtime.WasmtimeError: the module does not compile.
+    """
+    if _stack.caller_has_room():
+        return wasmtime.Module(engine_, wasm)
+    outcome: list[wasmtime.Module | BaseException] = []
+
+    def compile_here() -> None:
+        try:
+            outcome.append(wasmtime.Module(engine_, wasm))
+        except BaseException as exc:  # handed to the waiting caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=compile_here, name="sharedwasm-compile", daemon=True)
+    with _stack.thread_stack_size():
+        thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+# Now, at import: wasmtime installs its signal handlers with the first engine
+# that has signal-based traps, and _signals must know them before anyone can
+# call faulthandler.enable() over them.
+_signals.install(engine, ctypes.cast(ffi.dll.wasm_engine_new, ctypes.c_void_p).value or 0)
 
 
 process_id = os.getpid()
