@@ -143,7 +143,7 @@ def processes(cache: Path, rounds: int) -> None:
     """Time a fresh process's kernel load and pool start, with and without a warm cache."""
     import sharedwasm as sw
 
-    # Fill the cache with the kernel, its runner and the atomics helper.
+    # Fill the cache with the kernel (its runner merged in) and the atomics helper.
     with sw.WorkerPool(sw.Kernel.from_file(KERNEL), sw.Memory(64, 64), WORKERS):
         pass
     samples: dict[bool, list[dict[str, Any]]] = {True: [], False: []}

@@ -218,10 +218,11 @@ def test_idle_percentages(quick_run):
 def test_cache_processes(quick_run):
     _, records = quick_run
     lines = {r["case"]: r for r in records if r["script"] == "bench_cache.py"}
+    # The kernel with its runner merged in, and the atomics helper.
     assert lines["process/cached"]["compiles"] == 0
-    assert lines["process/cached"]["hits"] >= 3
+    assert lines["process/cached"]["hits"] >= 2
     assert lines["process/uncached"]["hits"] == 0
-    assert lines["process/uncached"]["compiles"] >= 3
+    assert lines["process/uncached"]["compiles"] >= 2
     for case in ("process/cached", "process/uncached"):
         assert {"load_us", "pool_us", "threads_us", "minus_threads_us", "again_us"} <= set(
             lines[case]
