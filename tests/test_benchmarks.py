@@ -105,6 +105,23 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
             *TIMING_KEYS,
         },
     ),
+    "bench_interrupt.py": (
+        {
+            *(
+                f"{kernel}/{version}"
+                for kernel in ("poly_scalar", "saxpy_simd", "poly_scalar.wat", "saxpy_scalar.wat")
+                for version in (
+                    "plain",
+                    "all-loops",
+                    "outer-loops",
+                    "all-loops/fixed",
+                    "outer-loops/fixed",
+                    "epoch",
+                )
+            ),
+        },
+        {"kernel", "version", "workers", "ratio_vs_plain", "min_ratio_vs_plain", *TIMING_KEYS},
+    ),
     "bench_dispatch.py": (
         {
             f"{case}/w{workers}{suffix}"
@@ -279,3 +296,17 @@ def test_run_all_kills_on_timeout(tmp_path):
     assert [r["case"] for r in records] == ["a"]
     assert problems[0] == "timed out after 0.5 s"
     assert elapsed < 10
+
+
+def test_interrupt_summaries(quick_run):
+    """The stop-check benchmark sums each version up over the library and times a stop."""
+    _, records = quick_run
+    lines = {r["case"]: r for r in records if r["script"] == "bench_interrupt.py"}
+    for version in ("all-loops", "outer-loops", "all-loops/fixed", "outer-loops/fixed", "epoch"):
+        summary = lines[f"summary/{version}"]
+        assert summary["kernels"] == 10
+        assert summary["geomean_ratio"] > 0
+        assert summary["worst_ratio"] >= summary["geomean_ratio"] * 0.999
+    assert lines["poly_scalar/plain"]["ratio_vs_plain"] == 1.0
+    for mode in ("settable", "fixed"):
+        assert set(lines[f"stop/{mode}"]) >= TIMING_KEYS
