@@ -11,7 +11,7 @@ import pytest
 import wasmtime
 
 import sharedwasm as sw
-from sharedwasm._build import _custom_section
+from sharedwasm._binary import encode_custom_section
 
 TIMEOUT = 10.0
 
@@ -417,7 +417,7 @@ def test_malformed_entries_are_kernel_errors(wat: str, record: bytes | None, mat
     text = f'(module (import "env" "memory" (memory 1 65536 shared)) {wat})'
     wasm = wasmtime.wat2wasm(text)
     if record is not None:
-        wasm += _custom_section("sharedwasm.entries", record)
+        wasm += encode_custom_section("sharedwasm.entries", record)
     with pytest.raises(sw.KernelError, match=match):
         sw.Kernel.from_bytes(wasm)
 

@@ -1217,14 +1217,14 @@ def test_regression_inputs_do_not_break_the_sandbox(sandbox: Sandbox) -> None:
 )
 def test_any_signature_record_is_read_or_refused_with_kernel_error(record, raw, noise) -> None:
     """Whatever a module's sharedwasm.entries section holds, Kernel says yes or KernelError."""
-    from sharedwasm._build import _custom_section
+    from sharedwasm._binary import encode_custom_section
 
     wat = (
         '(module (import "env" "memory" (memory 1 65536 shared)) '
         '(func (export "entry:f") (param i32 i32 i32 f64)))'
     )
     payload = noise if raw else json.dumps({"version": 1, "entries": {"f": record}}).encode()
-    wasm = wasmtime.wat2wasm(wat) + _custom_section("sharedwasm.entries", payload)
+    wasm = wasmtime.wat2wasm(wat) + encode_custom_section("sharedwasm.entries", payload)
     try:
         kernel = sw.Kernel.from_bytes(wasm)
     except sw.KernelError:

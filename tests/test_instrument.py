@@ -101,18 +101,9 @@ def sections(wasm: bytes) -> list[tuple[int, str, bytes]]:
     for section, r, end in _binary._sections(wasm):
         start = r.pos
         name = r.name() if section == 0 else ""
-        header = len(bytes([section])) + len(_uleb(end - start))
+        header = len(bytes([section])) + len(_binary.encode_uleb(end - start))
         out.append((section, name, wasm[start - header : end]))
     return out
-
-
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 # -- every module of the project -------------------------------------------------
@@ -513,13 +504,13 @@ GC = wat("(type $s (struct (field i32))) (func (drop (struct.new_default $s)))")
 
 def raw(body: bytes) -> bytes:
     """A module of one function with this body (locals and code), and a memory."""
-    code = b"\x01" + _uleb(len(body)) + body
+    code = b"\x01" + _binary.encode_uleb(len(body)) + body
     return (
         b"\0asm\x01\0\0\0"
         + b"\x03\x02\x01\x00"  # one function of type 0 (no type section: not validated)
         + b"\x05\x03\x01\x00\x01"  # one memory of one page
         + b"\x0a"
-        + _uleb(len(code))
+        + _binary.encode_uleb(len(code))
         + code
     )
 
@@ -595,8 +586,7 @@ def test_sections_holding_code_offsets_are_dropped():
     wasm = wat("(func (loop))")
 
     def custom(name: str, payload: bytes = b"x") -> bytes:
-        body = _uleb(len(name)) + name.encode() + payload
-        return b"\x00" + _uleb(len(body)) + body
+        return _binary.encode_custom_section(name, payload)
 
     names = [".debug_info", ".debug_line", "sourceMappingURL", "metadata.code.branch_hint"]
     kept = custom("producers") + custom("sharedwasm.entries", b"{}")

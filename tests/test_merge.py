@@ -12,7 +12,7 @@ import wasmtime
 
 import sharedwasm as sw
 from conftest import KERNELS, TIMEOUT
-from sharedwasm import _merge, _runner, atomics
+from sharedwasm import _binary, _merge, _runner, atomics
 from sharedwasm._builtin import KERNEL_DIR
 
 MakePool = Callable[..., sw.WorkerPool]
@@ -45,7 +45,7 @@ def module(*fields: str) -> str:
 
 def sections(wasm: bytes) -> list[tuple[int, bytes]]:
     """Return each section of a module as (id, payload)."""
-    return _merge._sections(wasm)
+    return _binary.section_payloads(wasm)
 
 
 # -- every kernel merges --------------------------------------------------------
@@ -284,7 +284,7 @@ def _reencode_type_section(wasm: bytes, old: bytes, new: bytes) -> bytes:
         if section == _merge.TYPE:
             assert old in payload
             payload = payload.replace(old, new)
-        out += bytes([section]) + _merge._uleb(len(payload)) + payload
+        out += bytes([section]) + _binary.encode_uleb(len(payload)) + payload
     return bytes(out)
 
 

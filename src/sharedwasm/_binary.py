@@ -186,6 +186,35 @@ class Statics:
     """Function names from the name section."""
 
 
+def encode_uleb(value: int) -> bytes:
+    """Encode a non-negative integer as unsigned LEB128."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encode_section(section: int, payload: bytes) -> bytes:
+    """Encode one section: its id, its size, its payload."""
+    return bytes([section]) + encode_uleb(len(payload)) + payload
+
+
+def encode_custom_section(name: str, payload: bytes) -> bytes:
+    """Encode a custom section called `name` (see `custom_section` to read one)."""
+    encoded = name.encode()
+    return encode_section(0, encode_uleb(len(encoded)) + encoded + payload)
+
+
+def section_payloads(wasm: bytes) -> list[tuple[int, bytes]]:
+    """Return each section of a validated module as its id and payload, in order."""
+    return [(section, wasm[r.pos : end]) for section, r, end in _sections(wasm)]
+
+
 def _sections(wasm: bytes) -> Iterator[tuple[int, _Reader, int]]:
     r = _Reader(wasm)
     r.pos = 8  # magic and version

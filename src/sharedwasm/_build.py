@@ -45,6 +45,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from . import _binary
 from ._entries import ENTRY_PREFIX, SIGNATURE_SECTION, SIGNATURE_VERSION
 from ._errors import BuildError, BuildWarning, ToolchainNotFoundError
 
@@ -181,21 +182,6 @@ def _run(command: list[str], what: str, source: Path) -> str:
             returncode=proc.returncode,
         )
     return proc.stderr
-
-
-def _custom_section(name: str, payload: bytes) -> bytes:
-    def uleb(n: int) -> bytes:
-        out = bytearray()
-        while True:
-            byte = n & 0x7F
-            n >>= 7
-            out.append(byte | (0x80 if n else 0))
-            if not n:
-                return bytes(out)
-
-    encoded = name.encode()
-    body = uleb(len(encoded)) + encoded + payload
-    return b"\x00" + uleb(len(body)) + body
 
 
 def _digest(sources: Sequence[Path], flags: Sequence[str], stack_check: bool) -> str:
@@ -350,8 +336,12 @@ def build(
             "stack_check": stack_check,
         }
         wasm = final.read_bytes()
-        wasm += _custom_section(SIGNATURE_SECTION, _signature_record(wasm, signatures))
-        wasm += _custom_section(BUILD_SECTION, json.dumps(info, sort_keys=True).encode())
+        wasm += _binary.encode_custom_section(
+            SIGNATURE_SECTION, _signature_record(wasm, signatures)
+        )
+        wasm += _binary.encode_custom_section(
+            BUILD_SECTION, json.dumps(info, sort_keys=True).encode()
+        )
     Kernel.from_bytes(wasm, name=out.name)  # the ABI check, before anything is written
     if diagnostics.strip():
         warnings.warn(BuildWarning(diagnostics.strip()), stacklevel=2)
@@ -364,8 +354,6 @@ def build(
 
 def build_info(wasm: bytes) -> dict[str, object] | None:
     """Return the `sharedwasm.build` record of a module, or None if it has none."""
-    from . import _binary
-
     payload = _binary.custom_section(wasm, BUILD_SECTION)
     if payload is None:
         return None
@@ -471,8 +459,6 @@ def _resolve(spelling: str, typedefs: dict[str, str]) -> str:
 def _signature_record(wasm: bytes, signatures: dict[str, Signature]) -> bytes:
     """The `sharedwasm.entries` section: the signature of each `entry:NAME` export whose
     function (by the name SW_KERNEL gives it) was found in the sources."""
-    from . import _binary
-
     exports = _binary.read_signatures(wasm).exports
     entries = {}
     for export, kind in exports.items():

@@ -64,6 +64,8 @@ import bisect
 import dataclasses
 from typing import Literal
 
+from ._binary import encode_section, encode_uleb
+
 STOP_ADDRESS_EXPORT = "sharedwasm:stop_address"
 """The export name of the global holding the stop byte's address. The colon
 keeps it out of any C or WAT identifier a kernel could export."""
@@ -522,18 +524,6 @@ def _scan_fe(r: _Reader, prefix: int) -> None:
 # -- writing ---------------------------------------------------------------------
 
 
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _sleb(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -543,10 +533,6 @@ def _sleb(n: int) -> bytes:
             out.append(b)
             return bytes(out)
         out.append(b | 0x80)
-
-
-def _section(section_id: int, payload: bytes) -> bytes:
-    return bytes([section_id]) + _uleb(len(payload)) + payload
 
 
 def check_sequence(
@@ -568,12 +554,12 @@ def check_sequence(
     It is one byte wide so that it needs no alignment check.
     """
     if address is None:
-        load = b"\x23" + _uleb(global_index) + b"\xfe\x12\x00\x00"  # global.get; load8_u
+        load = b"\x23" + encode_uleb(global_index) + b"\xfe\x12\x00\x00"  # global.get; load8_u
     else:
         # Address 0 plus a constant offset: a compiler sees the whole access
         # and drops its bounds check when it lies within the minimum memory.
         zero = b"\x42\x00" if memory64 else b"\x41\x00"  # i64.const 0 / i32.const 0
-        load = zero + b"\xfe\x12\x00" + _uleb(address)  # i32.atomic.load8_u offset=address
+        load = zero + b"\xfe\x12\x00" + encode_uleb(address)  # i32.atomic.load8_u offset=address
     return load + b"\x04\x40\x00\x0b"  # if (empty) unreachable end
 
 
@@ -727,7 +713,7 @@ def _rewrite_code(
         raise r.fail(
             f"the code section has {count} bodies for {m.defined_functions} declared functions"
         )
-    out = [_uleb(count)]
+    out = [encode_uleb(count)]
     shifts: dict[int, tuple[int, list[int]]] = {}
     loops = checked_loops = checked_entries = 0
     for i in range(count):
@@ -749,7 +735,7 @@ def _rewrite_code(
         ]
         entry = entry_checks and body.calls
         if not points and not entry:
-            out.append(_uleb(size) + wasm[start : start + size])
+            out.append(encode_uleb(size) + wasm[start : start + size])
             continue
         pieces = [wasm[start : body.code_start]]
         if entry:
@@ -762,7 +748,7 @@ def _rewrite_code(
             cursor = at
         pieces.append(wasm[cursor : start + size])
         new_body = b"".join(pieces)
-        out.append(_uleb(len(new_body)) + new_body)
+        out.append(encode_uleb(len(new_body)) + new_body)
         checked_loops += len(points)
         shifts[function] = (int(entry), [label for _, label in points])
     if r.pos != section.end:
@@ -802,12 +788,12 @@ def _remap_labels(payload: bytes, shifts: dict[int, tuple[int, list[int]]]) -> b
                     name_start = r.pos
                     r.skip(r.uleb())
                     new = label + entry + bisect.bisect_left(checked, label)
-                    names.append(_uleb(new) + payload[name_start : r.pos])
-                functions.append(_uleb(function) + _uleb(len(names)) + b"".join(names))
+                    names.append(encode_uleb(new) + payload[name_start : r.pos])
+                functions.append(encode_uleb(function) + encode_uleb(len(names)) + b"".join(names))
             if r.pos != end:
                 return payload
-            content = _uleb(len(functions)) + b"".join(functions)
-            out += bytes([sub]) + _uleb(len(content)) + content
+            content = encode_uleb(len(functions)) + b"".join(functions)
+            out += bytes([sub]) + encode_uleb(len(content)) + content
     except InstrumentError:
         return payload
     return bytes(out)
@@ -887,8 +873,8 @@ def add_stop_checks(
     else:
         value = address - (1 << 32) if address >> 31 else address
         new_global = b"\x7f" + mutable + b"\x41" + _sleb(value) + b"\x0b"
-    new_export = _uleb(len(STOP_ADDRESS_EXPORT)) + STOP_ADDRESS_EXPORT.encode() + b"\x03"
-    new_export += _uleb(global_index)
+    new_export = encode_uleb(len(STOP_ADDRESS_EXPORT)) + STOP_ADDRESS_EXPORT.encode() + b"\x03"
+    new_export += encode_uleb(global_index)
 
     shifts: dict[int, tuple[int, list[int]]] = {}
     code = b""
@@ -901,8 +887,8 @@ def add_stop_checks(
             )
     out = [_MAGIC]
     dropped: list[str] = []
-    pending = {_GLOBAL: _section(_GLOBAL, b"\x01" + new_global)}
-    pending[_EXPORT] = _section(_EXPORT, b"\x01" + new_export)
+    pending = {_GLOBAL: encode_section(_GLOBAL, b"\x01" + new_global)}
+    pending[_EXPORT] = encode_section(_EXPORT, b"\x01" + new_export)
     for s in sections:
         if s.id:
             for section_id in sorted(pending, key=_ORDER.__getitem__):
@@ -910,12 +896,12 @@ def add_stop_checks(
                     out.append(pending.pop(section_id))
         raw = data[s.start : s.end]
         if s.id == _CODE:
-            out.append(_section(_CODE, code))
+            out.append(encode_section(_CODE, code))
         elif s.id in (_GLOBAL, _EXPORT):
             r = _Reader(data, s.payload, s.end)
             count = r.uleb()
             entry = new_global if s.id == _GLOBAL else new_export
-            out.append(_section(s.id, _uleb(count + 1) + data[r.pos : s.end] + entry))
+            out.append(encode_section(s.id, encode_uleb(count + 1) + data[r.pos : s.end] + entry))
             del pending[s.id]
         elif s.id == 0 and (s.name in _OFFSET_SECTIONS or s.name.startswith(_OFFSET_PREFIXES)):
             dropped.append(s.name)
@@ -923,7 +909,7 @@ def add_stop_checks(
             r = _Reader(data, s.payload, s.end)
             r.name()
             contents = _remap_labels(data[r.pos : s.end], shifts)
-            out.append(_section(0, data[s.payload : r.pos] + contents))
+            out.append(encode_section(0, data[s.payload : r.pos] + contents))
         else:
             out.append(raw)
     out.extend(pending[k] for k in sorted(pending, key=_ORDER.__getitem__))

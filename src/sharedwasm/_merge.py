@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ._binary import _Reader
+from ._binary import _Reader, encode_section, encode_uleb, section_payloads
 from ._errors import KernelError, SharedWasmInternalError
 
 TYPE, IMPORT, FUNCTION, TABLE, MEMORY, GLOBAL, EXPORT = 1, 2, 3, 4, 5, 6, 7
@@ -95,18 +95,6 @@ class Shape:
     """Kind ("function", "memory", ...) and index per export name."""
 
 
-def _sections(wasm: bytes) -> list[tuple[int, bytes]]:
-    r = _Reader(wasm)
-    r.pos = 8  # magic and version
-    found = []
-    while r.pos < len(wasm):
-        section = r.byte()
-        size = r.uleb()
-        found.append((section, wasm[r.pos : r.pos + size]))
-        r.pos += size
-    return found
-
-
 def _valtype(r: _Reader, where: str) -> str:
     b = r.byte()
     if b in _NUMERIC:
@@ -137,7 +125,7 @@ def read_shape(wasm: bytes) -> Shape:
     functions: list[int] = []
     globals_ = tables = 0
     exports: dict[str, tuple[str, int]] = {}
-    for section, payload in _sections(wasm):
+    for section, payload in section_payloads(wasm):
         r = _Reader(payload)
         if section == TYPE:
             for index in range(r.uleb()):
@@ -208,22 +196,6 @@ def _type_entries(payload: bytes) -> list[bytes]:
     return entries
 
 
-def _uleb(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _section(section: int, payload: bytes) -> bytes:
-    return bytes([section]) + _uleb(len(payload)) + payload
-
-
 def _export_names(payload: bytes) -> list[str]:
     r = _Reader(payload)
     names = []
@@ -243,7 +215,7 @@ def splice(kernel: bytes, runner: bytes, shape: Shape) -> bytes:
         KernelError: the kernel's types do not come out of the text as they
             went in, or an export name is taken by both.
     """
-    sections = dict(_sections(runner))
+    sections = dict(section_payloads(runner))
     unexpected = set(sections) - {0, TYPE, IMPORT, *_APPENDED}
     if unexpected:
         raise SharedWasmInternalError(f"the runner has sections {sorted(unexpected)}")
@@ -272,20 +244,20 @@ def splice(kernel: bytes, runner: bytes, shape: Shape) -> bytes:
             return sections[TYPE]
         added, entries = appended[section]
         count, own = _count(payload)
-        return _uleb(count + added) + own + entries
+        return encode_uleb(count + added) + own + entries
 
     out = bytearray(kernel[:8])
     pending = sorted({TYPE, *_APPENDED}, key=_ORDER.__getitem__)
-    for section, payload in _sections(kernel):
+    for section, payload in section_payloads(kernel):
         rank = _ORDER.get(section)
         if rank is not None:
             # A section the kernel lacks goes before the first that ranks after it.
             while pending and _ORDER[pending[0]] < rank:
                 missing = pending.pop(0)
-                out += _section(missing, merged(missing, b"\0"))
+                out += encode_section(missing, merged(missing, b"\0"))
             if pending and pending[0] == section:
                 payload = merged(pending.pop(0), payload)
-        out += _section(section, payload)
+        out += encode_section(section, payload)
     for missing in pending:
-        out += _section(missing, merged(missing, b"\0"))
+        out += encode_section(missing, merged(missing, b"\0"))
     return bytes(out)
