@@ -15,6 +15,7 @@ operation), and every operation under the lock drains the queue first.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import collections
 import math
@@ -287,12 +288,11 @@ def _dtype(dtype: npt.DTypeLike) -> np.dtype[Any]:
     return dt
 
 
-class HeapArrays:
+class HeapArrays(abc.ABC):
     """The numpy-style array constructors of `WorkerPool`, over its heap.
 
-    A mixin: the pool provides the heap, the registry of its arrays and
-    `_quiesce`, which waits for the run in flight while holding the run lock,
-    so that the memory never grows under a run.
+    A mixin: the pool provides the heap, the registry of its arrays, its run
+    lock and the three members below.
     """
 
     name: str
@@ -302,14 +302,18 @@ class HeapArrays:
     _lock: threading.Lock
 
     @property
+    @abc.abstractmethod
     def workers(self) -> int:
-        raise NotImplementedError
+        """The pool's worker count: the length of a `partials` array."""
 
+    @abc.abstractmethod
     def _check_closed(self) -> None:
-        raise NotImplementedError
+        """Raise `PoolClosedError` if the pool is closed."""
 
+    @abc.abstractmethod
     def _quiesce(self) -> None:
-        raise NotImplementedError
+        """With the run lock held, wait for a run left in flight to end, so
+        that the memory never grows under a run."""
 
     def empty(
         self, shape: int | tuple[int, ...], dtype: npt.DTypeLike = np.float32
