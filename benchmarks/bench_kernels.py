@@ -85,14 +85,9 @@ NUMPY_RUNS = 5
 
 def check(problem: library.Problem, args: dict[str, Any], who: str) -> None:
     """Raise if the result differs from numpy's: in any byte, or beyond its tolerance."""
-    out, expected = problem.result(args), problem.expected()
-    if problem.tolerance:
-        if abs(out.item() - expected.item()) > problem.tolerance:
-            raise RuntimeError(f"{who}: {out.item()!r} is not within tolerance of numpy's")
-    elif out.shape != expected.shape or out.tobytes() != expected.tobytes():
-        bad = np.flatnonzero(out.reshape(-1) != expected.reshape(-1))
-        where = int(bad[0]) if bad.size else -1
-        raise RuntimeError(f"{who}: output differs from numpy (first at flat index {where})")
+    mismatch = problem.mismatch(args)
+    if mismatch is not None:
+        raise RuntimeError(f"{who}: {mismatch}")
 
 
 def sharedwasm_batch(

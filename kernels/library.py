@@ -124,6 +124,19 @@ class Problem:
         out: Array = bound[self.output]
         return out if self.combine is None else self.combine(out)
 
+    def mismatch(self, bound: dict[str, Any]) -> str | None:
+        """Say how a run's result over `bound` differs from numpy's: in any byte, or beyond
+        `tolerance`; None when it does not."""
+        out, expected = self.result(bound), self.expected()
+        if self.tolerance:
+            if abs(out.item() - expected.item()) > self.tolerance:
+                return f"{out.item()!r} is not within tolerance of numpy's"
+        elif out.shape != expected.shape or out.tobytes() != expected.tobytes():
+            bad = np.flatnonzero(out.reshape(-1) != expected.reshape(-1))
+            where = int(bad[0]) if bad.size else -1
+            return f"output differs from numpy (first at flat index {where})"
+        return None
+
 
 def bind(pool: sw.WorkerPool, problem: Problem) -> dict[str, Any]:
     """Return `problem`'s arguments with inputs copied into `pool`'s heap and outputs made there."""
