@@ -427,14 +427,10 @@ class HeapArrays(abc.ABC):
         """
         if not isinstance(a, np.ndarray):
             raise TypeError(f"a must be a numpy array of the pool's heap (got {describe(a)})")
-        hit = self._arrays.known.get(id(a))
-        if hit is not None and hit[0]() is a:
-            block: Block | None = hit[1]
-        else:
-            try:
-                block, _ = self._arrays.locate(a)
-            except ValueError as exc:
-                raise ValueError(f"a must be an array of {self.name}'s heap: it {exc}") from None
+        try:
+            block, _ = self._arrays.locate(a)
+        except ValueError as exc:
+            raise ValueError(f"a must be an array of {self.name}'s heap: it {exc}") from None
         if block is None:
             raise ValueError(f"a must be an array of {self.name}'s heap (got {describe(a)})")
         self._heap.free(block)
